@@ -1,0 +1,169 @@
+"""Who answers and what they said: participants, consent, survey answers, served pairs, judgments."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from elicitation.models import Pair, Response, Study, SurveyQuestion
+
+
+class Participant(models.Model):
+    """A study-scoped annotator. Created only once consent is given (a refusal stores no participant)."""
+
+    class Source(models.TextChoices):
+        PROLIFIC = "prolific", "Prolific"
+        PID = "pid", "Recruitment id (pid)"
+        ANONYMOUS = "anonymous", "Anonymous link"
+        IMPORT = "import", "Imported comparisons"
+        API = "api", "Participant API"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="participants")
+    external_id = models.CharField(max_length=200)
+    source = models.CharField(max_length=12, choices=Source.choices)
+    platform_study_id = models.CharField(max_length=200, blank=True)
+    platform_session_id = models.CharField(max_length=200, blank=True)
+    attributes = models.JSONField(default=dict, blank=True, help_text="Demographics, keyed by survey key.")
+    api_token_hash = models.CharField(max_length=64, blank=True, db_index=True)
+    consented_at = models.DateTimeField(null=True, blank=True)
+    survey_completed_at = models.DateTimeField(null=True, blank=True)
+    instructions_seen_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    judgment_count = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["study", "external_id"], name="uniq_participant")]
+
+    def __str__(self) -> str:
+        return f"{self.external_id} in {self.study_id}"
+
+
+class ConsentRefusal(models.Model):
+    """The only thing stored when someone declines consent: that a refusal happened, and when."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="consent_refusals")
+    declined_at = models.DateTimeField(auto_now_add=True)
+
+
+class Withdrawal(models.Model):
+    """A participant withdrew; their data were deleted. Kept so researchers can count withdrawals."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="withdrawals")
+    withdrawn_at = models.DateTimeField(auto_now_add=True)
+    judgments_removed = models.PositiveIntegerField(default=0)
+
+
+class SurveyAnswer(models.Model):
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="survey_answers")
+    question = models.ForeignKey(SurveyQuestion, on_delete=models.CASCADE, related_name="answers")
+    value = models.JSONField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["participant", "question"], name="uniq_survey_answer")]
+
+
+class ServedPair(models.Model):
+    """One showing of a pool pair to one participant; its id is the one-time submission key."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="served_pairs")
+    pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="servings")
+    left_response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
+    right_response = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
+    policy = models.CharField(max_length=20, default="random")
+    served_at = models.DateTimeField()
+    answered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["participant", "answered_at"], name="served_outstanding_idx")]
+
+
+class Judgment(models.Model):
+    """A comparison. `response_a` is the response shown first (left); `choice` is relative to it."""
+
+    class Choice(models.TextChoices):
+        A = "a", "A"
+        B = "b", "B"
+        TIE = "tie", "Tie"
+
+    class Origin(models.TextChoices):
+        ANNOTATED = "annotated", "Annotated here"
+        IMPORTED = "imported", "Imported"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="judgments")
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="judgments")
+    pair = models.ForeignKey(Pair, on_delete=models.CASCADE, related_name="judgments")
+    served_pair = models.OneToOneField(
+        ServedPair, null=True, blank=True, on_delete=models.CASCADE, related_name="judgment"
+    )
+    response_a = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
+    response_b = models.ForeignKey(Response, on_delete=models.CASCADE, related_name="+")
+    choice = models.CharField(max_length=3, choices=Choice.choices)
+    strength = models.PositiveSmallIntegerField(null=True, blank=True)
+    rationale = models.TextField(blank=True)
+    policy = models.CharField(max_length=20, blank=True)
+    is_attention_check = models.BooleanField(default=False)
+    attention_passed = models.BooleanField(null=True, blank=True)
+    origin = models.CharField(max_length=10, choices=Origin.choices, default=Origin.ANNOTATED)
+    external_id = models.CharField(max_length=200, blank=True)
+    served_at = models.DateTimeField(null=True, blank=True)
+    answered_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["study", "external_id"], condition=~Q(external_id=""), name="uniq_judgment_external_id"
+            ),
+            models.CheckConstraint(condition=Q(choice__in=["a", "b", "tie"]), name="judgment_choice_valid"),
+        ]
+        indexes = [
+            models.Index(fields=["study", "answered_at"], name="judgment_study_time_idx"),
+            models.Index(fields=["participant", "answered_at"], name="judgment_participant_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Judgment {self.pk}: {self.choice}"
+
+
+class ExportJob(models.Model):
+    """A big export written by a Celery task to storage, with progress for the page."""
+
+    class Format(models.TextChoices):
+        JSONL = "jsonl", "JSONL (comparison format)"
+        CSV = "csv", "CSV"
+        PARQUET = "parquet", "Parquet"
+        PREFERENCE = "preference", "Preference training (prompt/chosen/rejected)"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="export_jobs")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    format = models.CharField(max_length=12, choices=Format.choices)
+    include_attention_checks = models.BooleanField(default=False)
+    pseudonymize = models.BooleanField(default=False)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    total_rows = models.PositiveIntegerField(default=0)
+    rows_written = models.PositiveIntegerField(default=0)
+    file_path = models.CharField(max_length=500, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    @property
+    def progress(self) -> float:
+        if self.status == self.Status.DONE:
+            return 1.0
+        return self.rows_written / self.total_rows if self.total_rows else 0.0
