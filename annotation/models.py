@@ -50,6 +50,9 @@ class ConsentRefusal(models.Model):
     declined_at = models.DateTimeField(auto_now_add=True)
 
 
+    def __str__(self) -> str:
+        return f"Consent declined for study {self.study_id} at {self.declined_at}"
+
 class Withdrawal(models.Model):
     """A participant withdrew; their data were deleted. Kept so researchers can count withdrawals."""
 
@@ -57,6 +60,9 @@ class Withdrawal(models.Model):
     withdrawn_at = models.DateTimeField(auto_now_add=True)
     judgments_removed = models.PositiveIntegerField(default=0)
 
+
+    def __str__(self) -> str:
+        return f"Withdrawal from study {self.study_id} at {self.withdrawn_at}"
 
 class SurveyAnswer(models.Model):
     participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="survey_answers")
@@ -66,6 +72,9 @@ class SurveyAnswer(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["participant", "question"], name="uniq_survey_answer")]
 
+
+    def __str__(self) -> str:
+        return f"{self.question_id}: {self.value}"
 
 class ServedPair(models.Model):
     """One showing of a pool pair to one participant; its id is the one-time submission key."""
@@ -82,6 +91,9 @@ class ServedPair(models.Model):
     class Meta:
         indexes = [models.Index(fields=["participant", "answered_at"], name="served_outstanding_idx")]
 
+
+    def __str__(self) -> str:
+        return f"Served {self.pair_id} to {self.participant_id}"
 
 class Judgment(models.Model):
     """A comparison. `response_a` is the response shown first (left); `choice` is relative to it."""
@@ -161,6 +173,9 @@ class ExportJob(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Export {self.pk} ({self.format}, {self.status})"
 
     @property
     def progress(self) -> float:

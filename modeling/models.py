@@ -1,0 +1,106 @@
+"""What we learn: cached embeddings, training runs, the current model per study, annotator weights."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from annotation.models import Participant
+from elicitation.models import Study
+
+
+class TextEmbedding(models.Model):
+    """Embedding cache keyed by text hash + embedding model; reused by every training run."""
+
+    text_hash = models.CharField(max_length=64)
+    model_name = models.CharField(max_length=200)
+    dim = models.PositiveIntegerField()
+    vector = models.BinaryField(help_text="float32, little-endian, `dim` values")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["text_hash", "model_name"], name="uniq_embedding")]
+
+
+    def __str__(self) -> str:
+        return f"{self.model_name}:{self.text_hash[:12]}"
+
+class TrainingRun(models.Model):
+    class Kind(models.TextChoices):
+        BTL = "btl", "Bradley-Terry (one reward for all)"
+        PAL_A = "pal-a", "PAL-A ideal-point mixture"
+        PAL_B = "pal-b", "PAL-B mixture of reward functions"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="training_runs")
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.PAL_A)
+    groups_requested = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Empty: chosen (1..8).")
+    hyperparameters = models.JSONField(default=dict, blank=True)
+    trigger = models.CharField(max_length=20, default="manual")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0)
+    progress_message = models.CharField(max_length=200, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    data_count = models.PositiveIntegerField(default=0)
+    data_hash = models.CharField(max_length=64, blank=True)
+    groups_chosen = models.PositiveSmallIntegerField(null=True, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    device = models.CharField(max_length=40, blank=True)
+    duration_s = models.FloatField(null=True, blank=True)
+    artifact_path = models.CharField(max_length=500, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # Never two runs at once for a study: the database refuses a second active run.
+            models.UniqueConstraint(
+                fields=["study"], condition=Q(status__in=["queued", "running"]), name="one_active_run_per_study"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Run {self.pk} ({self.kind}, {self.status}) of {self.study_id}"
+
+
+class StudyModel(models.Model):
+    """The current model of a study (older runs are kept), and the retrain bookkeeping."""
+
+    study = models.OneToOneField(Study, on_delete=models.CASCADE, related_name="model_state")
+    current_run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    judgments_at_last_request = models.PositiveIntegerField(default=0)
+    retrain_every = models.PositiveIntegerField(null=True, blank=True, help_text="Empty: the site default.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+
+    def __str__(self) -> str:
+        return f"Model state of study {self.study_id}"
+
+class ParticipantWeights(models.Model):
+    """An annotator's mix of the K prototypes under one run (on the simplex)."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="participant_weights")
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="model_weights")
+    weights = models.JSONField()
+    group = models.PositiveSmallIntegerField(help_text="argmax of the weights")
+    n_judgments = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "participant"], name="uniq_run_participant")]
+
+    def __str__(self) -> str:
+        return f"Weights of {self.participant_id} in run {self.run_id}"
