@@ -1,3 +1,9 @@
-from django.urls import path  # noqa: F401
+"""Judgments API, under /api/v1/."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from annotation.apis import JudgmentListApi
+
+urlpatterns = [
+    path("judgments", JudgmentListApi.as_view(), name="api-judgment-list"),
+]

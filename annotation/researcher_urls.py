@@ -1,4 +1,10 @@
-from django.urls import path  # noqa: F401
+"""The researcher's study page (it reads judgments, so it lives with them in `annotation`)."""
+
+from django.urls import path
+
+from annotation import researcher_views
 
 app_name = "monitor"
-urlpatterns: list = []
+urlpatterns = [
+    path("<slug:slug>/", researcher_views.study_detail_view, name="study_detail"),
+]

@@ -7,4 +7,6 @@ urlpatterns = [
     path("", include("elicitation.import_api_urls")),
     path("", include("annotation.api_urls")),
     path("", include("annotation.export_api_urls")),
+    path("", include("modeling.api_urls")),
+    path("", include("modeling.moral_api_urls")),
 ]

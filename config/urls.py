@@ -14,7 +14,10 @@ urlpatterns = [
     path("studies/", include("elicitation.import_urls")),
     path("studies/", include("annotation.researcher_urls")),
     path("studies/", include("annotation.export_urls")),
+    path("studies/", include("modeling.urls")),
+    path("studies/", include("modeling.moral_urls")),
     # Annotator pages: one link per study.
+    path("s/", include("annotation.moral_urls")),
     path("s/", include("annotation.urls")),
     # API.
     path("api/v1/", include("config.api_urls")),

@@ -1,3 +1,23 @@
-from django.urls import path  # noqa: F401
+"""Studies API, under /api/v1/ (no trailing slashes)."""
 
-urlpatterns: list = []
+from django.urls import path
+
+from elicitation.apis import (
+    CollaboratorAddApi,
+    CollaboratorRemoveApi,
+    PromptListApi,
+    StudyDetailApi,
+    StudyListCreateApi,
+)
+
+urlpatterns = [
+    path("studies", StudyListCreateApi.as_view(), name="api-study-list"),
+    path("studies/<slug:slug>", StudyDetailApi.as_view(), name="api-study-detail"),
+    path("studies/<slug:slug>/prompts", PromptListApi.as_view(), name="api-study-prompts"),
+    path("studies/<slug:slug>/collaborators", CollaboratorAddApi.as_view(), name="api-study-collaborators"),
+    path(
+        "studies/<slug:slug>/collaborators/<str:username>",
+        CollaboratorRemoveApi.as_view(),
+        name="api-study-collaborator",
+    ),
+]

@@ -1,0 +1,24 @@
+"""Celery tasks of the annotation app. Each takes ids and calls a service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.db import OperationalError
+
+from annotation.exports import export_job_run
+
+
+@shared_task(
+    acks_late=True,
+    # A lost database connection before the job is claimed is worth retrying; anything that
+    # fails while writing is recorded on the job as failed instead (see export_job_run).
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=3,
+    # A million judgments write in minutes; an hour means something is stuck.
+    soft_time_limit=60 * 60,
+    time_limit=60 * 60 + 60,
+)
+def export_run(export_job_id: int) -> str:
+    """Write the export file of one ExportJob; returns its final status."""
+    return export_job_run(export_job_id=export_job_id).status
