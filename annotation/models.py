@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from elicitation.models import Pair, Response, Study, SurveyQuestion
+from elicitation.models import MoralContext, Pair, Response, Study, SurveyQuestion
 
 
 class Participant(models.Model):
@@ -182,3 +182,141 @@ class ExportJob(models.Model):
         if self.status == self.Status.DONE:
             return 1.0
         return self.rows_written / self.total_rows if self.total_rows else 0.0
+
+
+# --- Moral graph elicitation (Klingefjord, Lowe & Edelman 2024) ------------------------------------
+
+
+class ValuesCard(models.Model):
+    """A value as a participant articulated it for one context: title, description, attention policies.
+
+    A participant's card row is created when a context is assigned to them (status `interview`), so
+    the rows double as the record of which contexts a participant may see. `canonical` points at the
+    card this one was merged into (by the participant choosing a near card, or by a researcher); a
+    card with no `canonical` is its own canonical card, and its `members` are the cards merged into it.
+    """
+
+    class Status(models.TextChoices):
+        INTERVIEW = "interview", "Interview in progress"
+        DRAFT = "draft", "Card drafted, being edited"
+        REVIEW = "review", "Confirmed, checking similar cards"
+        CONFIRMED = "confirmed", "Confirmed"
+
+    class Backend(models.TextChoices):
+        GUIDED = "guided", "Guided interview"
+        LLM = "llm", "LLM interviewer"
+        RESEARCHER = "researcher", "Written by a researcher"
+
+    context = models.ForeignKey(MoralContext, on_delete=models.CASCADE, related_name="values_cards")
+    participant = models.ForeignKey(
+        Participant, null=True, blank=True, on_delete=models.CASCADE, related_name="values_cards",
+        help_text="Empty for cards a researcher seeded.",
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.INTERVIEW)
+    title = models.CharField(max_length=120, blank=True)
+    description = models.TextField(blank=True)
+    attention_policies = models.JSONField(default=list, blank=True)
+    embedding = models.BinaryField(null=True, blank=True, help_text="float32, little-endian")
+    embedding_model = models.CharField(max_length=200, blank=True)
+    canonical = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="members",
+        help_text="The card this one was merged into; empty for a canonical card.",
+    )
+    interview_backend = models.CharField(max_length=10, choices=Backend.choices, default=Backend.GUIDED)
+    transcript = models.JSONField(default=list, blank=True, help_text='[{"role", "content", "at"}], oldest first')
+    interview_notice = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["participant", "context"], condition=Q(participant__isnull=False),
+                name="uniq_values_card_per_context",
+            ),
+        ]
+        indexes = [models.Index(fields=["context", "status"], name="values_card_context_idx")]
+
+    def __str__(self) -> str:
+        return self.title or f"Values card {self.pk} ({self.status})"
+
+
+class UpgradeStory(models.Model):
+    """A short story of someone moving from one value to another: what a wiser-than vote is about."""
+
+    class Author(models.TextChoices):
+        RESEARCHER = "researcher", "Researcher"
+        PARTICIPANT = "participant", "Participant"
+        LLM = "llm", "LLM"
+
+    context = models.ForeignKey(MoralContext, on_delete=models.CASCADE, related_name="upgrade_stories")
+    from_card = models.ForeignKey(ValuesCard, on_delete=models.CASCADE, related_name="+")
+    to_card = models.ForeignKey(ValuesCard, on_delete=models.CASCADE, related_name="+")
+    text = models.TextField()
+    author_kind = models.CharField(max_length=12, choices=Author.choices)
+    author_participant = models.ForeignKey(
+        Participant, null=True, blank=True, on_delete=models.CASCADE, related_name="upgrade_stories"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=~Q(from_card=models.F("to_card")), name="story_two_cards"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Story {self.from_card_id} → {self.to_card_id}"
+
+
+class WiserVote(models.Model):
+    """A participant's answer to "is value B a wiser way to handle this context than value A?"."""
+
+    class Answer(models.TextChoices):
+        WISER = "wiser", "B is wiser"
+        NOT_WISER = "not_wiser", "B is not wiser"
+        EQUAL = "equal", "Equally wise"
+        UNSURE = "unsure", "Unsure"
+
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="wiser_votes")
+    context = models.ForeignKey(MoralContext, on_delete=models.CASCADE, related_name="wiser_votes")
+    from_card = models.ForeignKey(ValuesCard, on_delete=models.CASCADE, related_name="+")
+    to_card = models.ForeignKey(ValuesCard, on_delete=models.CASCADE, related_name="+")
+    story = models.ForeignKey(UpgradeStory, null=True, blank=True, on_delete=models.SET_NULL, related_name="votes")
+    story_text = models.TextField(blank=True, help_text="The story as shown (stories may be edited later).")
+    answer = models.CharField(max_length=10, choices=Answer.choices)
+    reason = models.TextField(blank=True)
+    submission_id = models.UUIDField(unique=True, help_text="Client-generated: a retried submit stores nothing new.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["participant", "from_card", "to_card"], name="uniq_wiser_vote"),
+            models.CheckConstraint(
+                condition=Q(answer__in=["wiser", "not_wiser", "equal", "unsure"]), name="wiser_vote_answer_valid"
+            ),
+        ]
+        indexes = [models.Index(fields=["context", "from_card", "to_card"], name="wiser_vote_edge_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.from_card_id} → {self.to_card_id}: {self.answer}"
+
+
+class LegitimacyAnswer(models.Model):
+    """The closing questions of moral-graph mode: are my values represented, was the process fair."""
+
+    class Choice(models.TextChoices):
+        YES = "yes", "Yes"
+        NO = "no", "No"
+        UNSURE = "unsure", "Not sure"
+
+    participant = models.OneToOneField(Participant, on_delete=models.CASCADE, related_name="legitimacy_answer")
+    values_represented = models.CharField(max_length=8, choices=Choice.choices)
+    process_fair = models.CharField(max_length=8, choices=Choice.choices)
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"Legitimacy of {self.participant_id}: {self.values_represented}/{self.process_fair}"

@@ -26,6 +26,11 @@ class Study(models.Model):
         OPTIONAL = "optional", "Optional"
         REQUIRED = "required", "Required"
 
+    class MoralGraphMode(models.TextChoices):
+        OFF = "off", "Off: pairwise judgments only"
+        ALONGSIDE = "alongside", "Alongside pairwise judgments (values first)"
+        ONLY = "only", "Moral graph only"
+
     class SelectionPolicy(models.TextChoices):
         RANDOM = "random", "Random (coverage first)"
         UNCERTAINTY = "uncertainty", "Uncertainty"
@@ -57,6 +62,10 @@ class Study(models.Model):
     redirect_url = models.URLField(blank=True, help_text="Where participants go after the completion page.")
     selection_policy = models.CharField(
         max_length=20, choices=SelectionPolicy.choices, default=SelectionPolicy.RANDOM
+    )
+    moral_graph_mode = models.CharField(
+        max_length=10, choices=MoralGraphMode.choices, default=MoralGraphMode.OFF,
+        help_text="Moral graph elicitation: values cards and wiser-than votes per context.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -182,3 +191,33 @@ class SurveyQuestion(models.Model):
 
     def __str__(self) -> str:
         return self.text
+
+
+class MoralQuestion(models.Model):
+    """A situation participants reflect on in moral-graph mode, e.g. "A user asks for advice about …"."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="moral_questions")
+    text = models.TextField()
+    position = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return self.text[:60]
+
+
+class MoralContext(models.Model):
+    """One consideration a question raises; values cards, votes and the moral graph are per context."""
+
+    question = models.ForeignKey(MoralQuestion, on_delete=models.CASCADE, related_name="contexts")
+    text = models.CharField(max_length=500)
+    position = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return self.text[:60]

@@ -7,7 +7,7 @@ from django.db import models
 from django.db.models import Q
 
 from annotation.models import Participant
-from elicitation.models import Study
+from elicitation.models import MoralContext, Study
 
 
 class TextEmbedding(models.Model):
@@ -104,3 +104,22 @@ class ParticipantWeights(models.Model):
 
     def __str__(self) -> str:
         return f"Weights of {self.participant_id} in run {self.run_id}"
+
+
+class MoralGraphSnapshot(models.Model):
+    """One aggregation of a context's wiser-than votes: scored values and kept edges, as computed then."""
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="moral_graph_snapshots")
+    context = models.ForeignKey(MoralContext, on_delete=models.CASCADE, related_name="graph_snapshots")
+    created_at = models.DateTimeField(auto_now_add=True)
+    nodes = models.JSONField(default=list, help_text='[{"id", "title", "score", "members"}]')
+    edges = models.JSONField(default=list, help_text='[{"from", "to", "counts", "total", "likelihood", "entropy", "kept"}]')
+    params = models.JSONField(default=dict, help_text="Thresholds and vote count the aggregation used.")
+    vote_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["context", "-created_at"], name="moral_snapshot_latest_idx")]
+
+    def __str__(self) -> str:
+        return f"Moral graph of context {self.context_id} at {self.created_at}"
