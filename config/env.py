@@ -74,7 +74,7 @@ def env_database(name: str, default_sqlite_path: str) -> dict[str, object]:
             f"Environment variable {name} must be a postgres:// or sqlite:// URL, got {raw.split(':')[0]!r}."
         )
     try:
-        parsed = dict(dj_database_url.parse(raw, conn_max_age=60, conn_health_checks=True))
+        parsed = dict(dj_database_url.parse(raw, conn_max_age=60, conn_health_checks=False))
     except Exception as exc:  # dj_database_url raises several types for malformed URLs
         raise ImproperlyConfigured(f"Environment variable {name} is not a valid database URL: {exc}") from None
     if not parsed.get("NAME"):
