@@ -1,0 +1,60 @@
+"""Automatic retraining: called after each committed judgment (settings.POLYPHONY_JUDGMENT_HOOKS)."""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+
+from annotation.selectors_training import judgment_count_for_training
+from modeling.models import StudyModel, TrainingRun
+from modeling.selectors import study_get_by_id
+from modeling.services import TrainingQueueError, training_run_request
+
+logger = logging.getLogger(__name__)
+
+
+def retrain_maybe_request(*, study_id: int) -> None:
+    """Request a retrain once `retrain_every` judgments arrived since the last request. Never raises.
+
+    It runs inside an annotator's request: whatever goes wrong here is logged, and the annotator's
+    judgment (already committed) is unaffected.
+    """
+    try:
+        _retrain_maybe_request(study_id=study_id)
+    except Exception:
+        logger.exception("Retrain check for study %s failed; the next judgment will check again.", study_id)
+
+
+def _retrain_maybe_request(*, study_id: int) -> None:
+    state = StudyModel.objects.filter(study_id=study_id).first()
+    if state is None:
+        # Fetched first so a deleted study fails here, not at commit (PostgreSQL defers the FK check).
+        state, _ = StudyModel.objects.get_or_create(study=study_get_by_id(study_id=study_id))
+    every = state.retrain_every or settings.POLYPHONY_RETRAIN_EVERY
+    if every <= 0:  # POLYPHONY_RETRAIN_EVERY=0 turns automatic retraining off
+        return
+    count = judgment_count_for_training(study_id=study_id)
+    seen = state.judgments_at_last_request
+    if count - seen < every:
+        return
+    # Compare-and-swap: of several judgments crossing the threshold at once, one requests the run.
+    if not StudyModel.objects.filter(pk=state.pk, judgments_at_last_request=seen).update(
+        judgments_at_last_request=count
+    ):
+        return
+    try:
+        run, created = training_run_request(
+            study=study_get_by_id(study_id=study_id), kind=TrainingRun.Kind.PAL_A, groups=None, trigger="auto"
+        )
+    except TrainingQueueError as exc:
+        # Put the counter back so the next judgment tries again once the broker is reachable.
+        StudyModel.objects.filter(pk=state.pk, judgments_at_last_request=count).update(
+            judgments_at_last_request=seen
+        )
+        logger.warning("Automatic retrain of study %s not queued: %s", study_id, exc)
+        return
+    logger.info(
+        "Study %s reached %s judgments: %s training run %s.", study_id, count,
+        "requested" if created else "an active run already covers it:", run.pk,
+    )
