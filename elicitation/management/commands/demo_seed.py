@@ -80,5 +80,5 @@ class Command(BaseCommand):
         result = responses_import(study=study, data=DEMO_DATA.read_bytes(), file_format="jsonl")
         self.stdout.write(
             f"Demo study {study.slug!r}: {study.prompts.count()} prompts, {study.pairs.count()} pairs "
-            f"({result})."
+            f"— {result.summary()}"
         )
