@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from django.db import connection
+from django.db.backends.utils import CursorWrapper
 from django.db.models import Model
 from django.http import Http404
 
@@ -101,27 +102,56 @@ def served_pair_outstanding(*, participant: Participant) -> ServedPair | None:
     """The participant's served pair awaiting an answer (at most one exists) with its pair, prompt and
     texts, in one query. Prompt and responses carry ids and text only (other fields load on access).
     """
-    served_shape, pair_shape = row_shape(ServedPair, "s"), row_shape(Pair, "pa")
-    prompt_shape = row_shape(Prompt, "pr", ("id", "study_id", "text"))
-    left_shape, right_shape = row_shape(Response, "l", _TEXT_ONLY), row_shape(Response, "r", _TEXT_ONLY)
+    display = served_pair_display()
     row = _fetchone(
-        f"SELECT {served_shape.select}, {pair_shape.select}, {prompt_shape.select}, "
-        f"{left_shape.select}, {right_shape.select} FROM {_table(ServedPair)} s "
-        f"INNER JOIN {_table(Pair)} pa ON pa.id = s.pair_id INNER JOIN {_table(Prompt)} pr ON pr.id = pa.prompt_id "
-        f"INNER JOIN {_table(Response)} l ON l.id = s.left_response_id "
-        f"INNER JOIN {_table(Response)} r ON r.id = s.right_response_id "
+        f"SELECT {display.select} FROM {display.joined(_table(ServedPair))} "
         "WHERE s.participant_id = %s AND s.answered_at IS NULL ORDER BY s.served_at LIMIT 1",
         [participant.pk],
     )
-    if row is None:
-        return None
-    served, pair, prompt, left, right = row_instances(
-        row, served_shape, pair_shape, prompt_shape, left_shape, right_shape
+    return display.served(row, participant=participant)
+
+
+@dataclass(frozen=True)
+class ServedPairDisplay:
+    """The columns and joins that load a served pair (alias `s`) with everything its page shows.
+
+    Shared by the outstanding-pair read and annotation.services' submit-and-serve statement, which
+    joins the served pair it has just inserted the same way.
+    """
+
+    shapes: tuple[RowShape, ...]
+    select: str
+
+    def joined(self, source: str | None) -> str:
+        """FROM-clause joins from `source` (the served-pair table, or None for a CTE named `s`)."""
+        return (
+            f"{source + ' ' if source else ''}s INNER JOIN {_table(Pair)} pa ON pa.id = s.pair_id "
+            f"INNER JOIN {_table(Prompt)} pr ON pr.id = pa.prompt_id "
+            f"INNER JOIN {_table(Response)} l ON l.id = s.left_response_id "
+            f"INNER JOIN {_table(Response)} r ON r.id = s.right_response_id"
+        )
+
+    def served(self, row: Sequence[Any] | None, *, participant: Participant) -> ServedPair | None:
+        """The instances of one row (None for no row, or a row of NULLs from an outer join)."""
+        if row is None or row[0] is None:
+            return None
+        served, pair, prompt, left, right = row_instances(row, *self.shapes)
+        pair.prompt = prompt
+        served.pair, served.left_response, served.right_response = pair, left, right
+        served.participant = participant
+        return served
+
+
+@functools.cache
+def served_pair_display() -> ServedPairDisplay:
+    shapes = (
+        row_shape(ServedPair, "s"),
+        row_shape(Pair, "pa"),
+        row_shape(Prompt, "pr", ("id", "study_id", "text")),
+        row_shape(Response, "l", _TEXT_ONLY),
+        row_shape(Response, "r", _TEXT_ONLY),
     )
-    pair.prompt = prompt
-    served.pair, served.left_response, served.right_response = pair, left, right
-    served.participant = participant
-    return served
+    return ServedPairDisplay(shapes=shapes, select=", ".join(shape.select for shape in shapes))
 
 
 def pair_for_display(*, pair_id: int) -> Pair:
@@ -187,9 +217,29 @@ def _table(model: type[Model]) -> str:
 
 
 def _fetchone(sql: str, params: Sequence[object]) -> tuple[Any, ...] | None:
-    with connection.cursor() as cursor:
+    with hot_cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchone()
+
+
+def hot_cursor() -> CursorWrapper:
+    """A cursor (use it as a context manager) for the statements run on every judgment.
+
+    On PostgreSQL, when the database OPTIONS set psycopg's `prepare_threshold`, it binds parameters
+    server-side, so psycopg prepares a statement once it has run that many times on a connection:
+    planning the submission statement cost several times more than running it. Django's own
+    cursors bind client-side and are never prepared, whatever the threshold. Elsewhere, or without
+    a threshold, this is Django's usual cursor.
+    """
+    if connection.vendor != "postgresql" or connection.settings_dict["OPTIONS"].get("prepare_threshold") is None:
+        return connection.cursor()
+    from django.db.backends.postgresql.base import ServerBindingCursor  # psycopg only where it runs
+
+    connection.validate_thread_sharing()
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        cursor = ServerBindingCursor(connection.connection)
+    return connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
 
 
 def row_instances(row: Sequence[Any], *shapes: RowShape) -> list[Any]:

@@ -1,34 +1,38 @@
 """Writes for the annotator flow: consent, survey, serving pairs, storing judgments, withdrawal.
 
-Exactly-once rules (STYLE.md §4): a ServedPair's id is the one-time submission key. Serving is
-serialised per participant by a row lock on the Participant, so two tabs of one participant see the
-same outstanding pair; answering claims the ServedPair with a compare-and-swap update, so a double
-click, a retried request or a second tab stores one judgment.
+Exactly-once rules (STYLE.md §4): a ServedPair's id is the one-time submission key. A participant
+has at most one outstanding served pair, so two tabs of one participant see the same pair: a new one
+is created either under a row lock on the Participant (pair_serve_next) or by the submission that
+claimed the outstanding one (judgment_submit). Answering claims the ServedPair with a compare-and-
+swap update, so a double click, a retried request or a second tab stores one judgment.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import random
 import uuid
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Count, F, OuterRef, Subquery, Value
+from django.db.models import Count, F, Model, OuterRef, Subquery, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from annotation.models import ConsentRefusal, Judgment, Participant, ServedPair, SurveyAnswer, Withdrawal
 from annotation.selectors import (
+    hot_cursor,
     pair_for_display,
     row_instances,
     row_shape,
+    served_pair_display,
     served_pair_outstanding,
     survey_questions_for_study,
 )
@@ -41,7 +45,7 @@ EXTERNAL_ID_MAX_CHARS = 200
 # because the comparison format's annotator_attributes values are str | number.
 MULTI_CHOICE_SEPARATOR = ";"
 # Coverage-first serving looks at this many least-judged unseen pairs (one index range scan on
-# pair_coverage_idx) and picks among them; see pair_choose_random.
+# pair_coverage_idx) and picks among them; see _choose_random_sql.
 CANDIDATE_WINDOW = 300
 
 
@@ -58,6 +62,7 @@ class JudgmentResult:
     judgment: Judgment
     duplicate: bool  # True: this served pair was already answered; nothing changed
     completed: bool  # the participant has stored their last required judgment
+    next_served: ServedPair | None = None  # served with this judgment, texts loaded (see judgment_submit)
 
 
 # --- Consent -----------------------------------------------------------------------------------
@@ -217,6 +222,14 @@ def instructions_acknowledge(*, participant: Participant) -> Participant:
 
 
 # --- Serving -----------------------------------------------------------------------------------
+#
+# The hot path is hand-written SQL (the ORM's compiler cost more CPU than the queries: see
+# docs/benchmarks.md, "Annotation load"). The statements run unchanged on PostgreSQL and SQLite
+# (≥ 3.35: RETURNING); only PostgreSQL can also put UPDATE and INSERT inside a WITH, which lets a
+# submission store its judgment and serve the next pair in one statement (_submission_sql).
+# Parameters are named so one dict serves every statement of a submission; string parameters are
+# CAST because with psycopg's server-side binding PostgreSQL cannot type a bare parameter in a
+# SELECT list.
 
 
 def pair_serve_next(*, participant: Participant) -> ServedPair | None:
@@ -231,6 +244,12 @@ def pair_serve_next(*, participant: Participant) -> ServedPair | None:
     study = participant.study
     if not study.is_open:
         raise StudyNotOpen(study.slug)
+    # Usually the submission of the last answer served this pair already (judgment_submit). Reading
+    # it needs no lock: only creating one must be serialised, and that path takes the lock and
+    # reads again.
+    outstanding = served_pair_outstanding(participant=participant)
+    if outstanding is not None:
+        return outstanding
     with transaction.atomic():
         judgment_count, completed = _participant_lock(participant=participant)
         participant.judgment_count = judgment_count
@@ -245,10 +264,10 @@ def pair_serve_next(*, participant: Participant) -> ServedPair | None:
             return None
         if judgment_count >= study.judgments_per_participant:
             return _participant_complete(participant=participant)
-        policy, choose = _chooser_for(study=study)
-        pair = choose(participant=participant)
-        if pair is None:
+        pair_id, policy = _pair_choose(participant=participant)
+        if pair_id is None:
             return _participant_complete(participant=participant) if judgment_count else None
+        pair = pair_for_display(pair_id=pair_id)
         left, right = (pair.response_a, pair.response_b)
         if random.random() < 0.5:
             left, right = right, left
@@ -288,7 +307,23 @@ def _participant_complete(*, participant: Participant) -> None:
 
 
 def pair_choose_random(*, participant: Participant) -> Pair | None:
-    """Coverage-first random choice among pairs the participant has not been served.
+    """The random policy's next pair for the participant (see _choose_random_sql), with its prompt and
+    texts: one query to choose, one to load."""
+    pair_id = _pair_choose_random_id(participant=participant)
+    return None if pair_id is None else pair_for_display(pair_id=pair_id)
+
+
+def _pair_choose_random_id(*, participant: Participant) -> int | None:
+    params = {**_choice_params(participant=participant), "done": participant.judgment_count}
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH {_choose_random_sql(done='%(done)s')} SELECT id FROM chosen", params)
+        row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
+def _choose_random_sql(*, done: str) -> str:
+    """CTEs ending in `chosen(id)`, at most one row: the random policy's next pair for a participant.
+    `done` is SQL for the number of judgments the participant has given.
 
     Order: pairs below the study's overlap target first, then pairs whose prompt this participant
     has seen least, then the fewest judgments, then random. To stay one index range scan on the hot
@@ -297,61 +332,73 @@ def pair_choose_random(*, participant: Participant) -> Pair | None:
 
     Attention-check pairs are served once each per participant at random positions: at every step
     one is chosen with probability (attention checks left) / (judgments left), so all of them fall
-    inside the participant's quota whatever its size.
-
-    One SQL query for the choice, one to load the chosen pair with its texts. The attention-check
-    branch filters on `correct_response_id IS NOT NULL` (every attention check has one, a check
-    constraint says so) so that the foreign key's index finds them: filtering on the flag alone
-    scanned the whole pool (30 ms at 100k pairs, against 0.1 ms).
+    inside the participant's quota whatever its size. Their branch filters on `correct_response_id
+    IS NOT NULL` (every attention check has one, a check constraint says so) so that the foreign
+    key's index finds them: filtering on the flag alone scanned the whole pool (30 ms at 100k pairs,
+    against 0.1 ms). The window is written into the statement, not passed: a prepared statement's
+    generic plan would otherwise guess the LIMIT and could prefer scanning the whole pool.
     """
-    study = participant.study
-    pair_table, served_table = Pair._meta.db_table, ServedPair._meta.db_table
-    sql = f"""
-        WITH seen AS (
-            SELECT s.pair_id, p.prompt_id FROM {served_table} s JOIN {pair_table} p ON p.id = s.pair_id
-            WHERE s.participant_id = %s
+    pair, served = _table(Pair), _table(ServedPair)
+    return f"""
+        seen AS (
+            SELECT s.pair_id, p.prompt_id FROM {served} s INNER JOIN {pair} p ON p.id = s.pair_id
+            WHERE s.participant_id = %(participant_id)s
         ),
         prompt_seen AS (SELECT prompt_id, COUNT(*) AS n FROM seen GROUP BY prompt_id),
         candidates AS (
-            SELECT id, prompt_id, judgment_count FROM {pair_table}
-            WHERE study_id = %s AND is_attention_check = %s AND id NOT IN (SELECT pair_id FROM seen)
-            ORDER BY judgment_count LIMIT %s
+            SELECT id, prompt_id, judgment_count FROM {pair}
+            WHERE study_id = %(study_id)s AND is_attention_check = FALSE AND id NOT IN (SELECT pair_id FROM seen)
+            ORDER BY judgment_count LIMIT {CANDIDATE_WINDOW}
         ),
         best AS (
             SELECT c.id FROM candidates c LEFT JOIN prompt_seen ps ON ps.prompt_id = c.prompt_id
-            ORDER BY (c.judgment_count >= %s), COALESCE(ps.n, 0), c.judgment_count, RANDOM() LIMIT 1
-        )
-        SELECT id, 0 FROM best
-        UNION ALL
-        SELECT id, 1 FROM {pair_table}
-        WHERE correct_response_id IS NOT NULL AND study_id = %s AND is_attention_check = %s
-          AND id NOT IN (SELECT pair_id FROM seen)
-    """
-    # No parameters in SELECT lists: with server-side binding PostgreSQL could not type them.
-    params = [participant.pk, study.pk, False, CANDIDATE_WINDOW, study.overlap_target, study.pk, True]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    regular = [pair_id for pair_id, is_check in rows if not is_check]
-    checks = [pair_id for pair_id, is_check in rows if is_check]
-    judgments_left = max(1, study.judgments_per_participant - participant.judgment_count)
-    if checks and (not regular or random.random() < len(checks) / judgments_left):
-        chosen = random.choice(checks)
-    elif regular:
-        chosen = regular[0]
-    else:
-        return None
-    return pair_for_display(pair_id=chosen)
+            ORDER BY (c.judgment_count >= %(overlap)s), COALESCE(ps.n, 0), c.judgment_count, RANDOM() LIMIT 1
+        ),
+        checks AS (
+            SELECT id FROM {pair}
+            WHERE correct_response_id IS NOT NULL AND study_id = %(study_id)s AND is_attention_check = TRUE
+              AND id NOT IN (SELECT pair_id FROM seen)
+        ),
+        chosen AS (
+            SELECT id FROM (
+                SELECT id, 0 AS priority FROM (SELECT id FROM checks ORDER BY RANDOM() LIMIT 1) one_check
+                WHERE NOT EXISTS (SELECT 1 FROM best)
+                   OR %(draw)s * (%(quota)s - {done}) < (SELECT COUNT(*) FROM checks)
+                UNION ALL
+                SELECT id, 1 FROM best
+            ) ranked ORDER BY priority LIMIT 1
+        )"""
 
 
-# Policy name (Study.selection_policy) → chooser. Policies not written yet fall back to random,
-# and the recorded policy says what actually chose the pair.
-PAIR_CHOOSERS: dict[str, Callable[..., Pair | None]] = {Study.SelectionPolicy.RANDOM: pair_choose_random}
+def _choice_params(*, participant: Participant) -> dict[str, object]:
+    """Parameters of _choose_random_sql. The random draw is made here: SQLite's RANDOM() is an
+    integer, PostgreSQL's a fraction."""
+    study = participant.study
+    return {
+        "participant_id": participant.pk,
+        "study_id": study.pk,
+        "overlap": study.overlap_target,
+        "quota": study.judgments_per_participant,
+        "draw": random.random(),
+    }
 
 
-def _chooser_for(*, study: Study) -> tuple[str, Callable[..., Pair | None]]:
-    policy = study.selection_policy if study.selection_policy in PAIR_CHOOSERS else Study.SelectionPolicy.RANDOM
-    return str(policy), PAIR_CHOOSERS[policy]
+# (pair id, or None when nothing is left to serve; the policy that Judgment.policy records)
+PairChoice = tuple[int | None, str]
+
+# Policy name (Study.selection_policy) → chooser, for the policies that need more than SQL: modeling
+# registers its model-based chooser here (annotation must not import modeling). A chooser is called
+# as chooser(participant=…) under the participant lock and returns a PairChoice, or None to let the
+# random policy serve. Policies without a chooser are served by the random policy.
+PAIR_CHOOSERS: dict[str, Callable[..., PairChoice | None]] = {}
+
+
+def _pair_choose(*, participant: Participant) -> PairChoice:
+    chooser = PAIR_CHOOSERS.get(participant.study.selection_policy)
+    choice = chooser(participant=participant) if chooser is not None else None
+    if choice is not None:
+        return choice
+    return _pair_choose_random_id(participant=participant), str(Study.SelectionPolicy.RANDOM)
 
 
 # --- Judgments ---------------------------------------------------------------------------------
@@ -371,6 +418,14 @@ def judgment_submit(
     for bad input, ServedPairNotFound for a served id this participant was not shown, StudyNotOpen
     when the study stopped accepting answers. A served id already answered returns the stored
     judgment with `duplicate=True` and changes nothing.
+
+    One transaction claims the served pair with a compare-and-swap (`answered_at IS NULL`), inserts
+    the judgment (Judgment.served_pair is unique: the database's own guard against a double store)
+    and counts it on the pair and the participant, completing them with their last one. On
+    PostgreSQL under the random policy the same statement also serves the next pair (`next_served`
+    on the result): only the submission that claimed the participant's one outstanding pair can
+    create the next, so the claim serialises that serving as the participant lock does in
+    pair_serve_next. Otherwise `next_served` is None and pair_serve_next serves.
     """
     study = participant.study
     if not study.is_open:
@@ -379,103 +434,183 @@ def judgment_submit(
         study=study, choice=choice, strength=strength, rationale=rationale
     )
     now = timezone.now()
+    params = {
+        **_choice_params(participant=participant),
+        "served_id": _db_value(ServedPair, "id", served_id),
+        "now": _db_value(ServedPair, "answered_at", now),
+        "choice": choice,
+        "strength": strength,
+        "rationale": rationale,
+        "next_id": _db_value(ServedPair, "id", uuid.uuid4()),
+        "swap": random.random() < 0.5,
+        "policy": str(Study.SelectionPolicy.RANDOM),
+    }
+    # Serving in the same statement needs PostgreSQL, and a policy that is SQL (random) rather than
+    # a registered chooser.
+    serve_next = connection.vendor == "postgresql" and study.selection_policy not in PAIR_CHOOSERS
     try:
-        with transaction.atomic():
-            claimed = _served_pair_claim(participant=participant, served_id=served_id, answered_at=now)
-            if claimed is not None:
-                return _judgment_store(
-                    participant=participant, served=claimed, choice=choice, strength=strength, rationale=rationale,
-                )
+        with _submission_atomic():
+            stored = _judgment_store(participant=participant, params=params, serve_next=serve_next)
     except IntegrityError:
-        # Judgment.served_pair is unique: the database's own guarantee against a double store.
-        pass
-    existing = Judgment.objects.filter(served_pair_id=served_id, participant_id=participant.pk).first()
-    if existing is None:
-        raise ServedPairNotFound(str(served_id))
-    return JudgmentResult(judgment=existing, duplicate=True, completed=participant.completed_at is not None)
-
-
-_CLAIM_FIELDS = ("id", "pair_id", "left_response_id", "right_response_id", "policy", "served_at", "answered_at")
-
-
-def _served_pair_claim(*, participant: Participant, served_id: uuid.UUID, answered_at: datetime) -> ServedPair | None:
-    """Compare-and-swap: mark the served pair answered if it is this participant's and still open.
-
-    Of two concurrent submits of one served id exactly one gets the row back; None for the other,
-    and for ids that are unknown or another participant's. One statement: UPDATE … RETURNING, with
-    the pair's attention-check fields (`pair` on the result holds only those).
-    """
-    shape = row_shape(ServedPair, None, _CLAIM_FIELDS)
-    pair_table = connection.ops.quote_name(Pair._meta.db_table)
-    served_table = connection.ops.quote_name(ServedPair._meta.db_table)
-    pair_of_row = f"FROM {pair_table} WHERE {pair_table}.id = {served_table}.pair_id"
-    sql = (
-        f"UPDATE {served_table} SET answered_at = %s "
-        "WHERE id = %s AND participant_id = %s AND answered_at IS NULL "
-        f"RETURNING {shape.select}, (SELECT is_attention_check {pair_of_row}), "
-        f"(SELECT correct_response_id {pair_of_row})"
-    )
-    params = [
-        ServedPair._meta.get_field("answered_at").get_db_prep_value(answered_at, connection),
-        ServedPair._meta.pk.get_db_prep_value(served_id, connection),
-        participant.pk,
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    (served,) = row_instances(row[:-2], shape)
-    served.pair = Pair.from_db(
-        connection.alias, ["id", "is_attention_check", "correct_response_id"], [served.pair_id, bool(row[-2]), row[-1]]
-    )
-    return served
-
-
-def _judgment_store(
-    *, participant: Participant, served: ServedPair, choice: str, strength: int | None, rationale: str
-) -> JudgmentResult:
-    """Inside judgment_submit's transaction, after the served pair was claimed."""
-    study = participant.study
-    pair = served.pair
-    attention_passed = None
-    if pair.is_attention_check:
-        chosen = {"a": served.left_response_id, "b": served.right_response_id}.get(choice)
-        attention_passed = chosen is not None and chosen == pair.correct_response_id
-    answered_at = served.answered_at
-    judgment = Judgment.objects.create(
-        study=study,
-        participant=participant,
-        pair_id=served.pair_id,
-        served_pair_id=served.id,
-        response_a_id=served.left_response_id,
-        response_b_id=served.right_response_id,
-        choice=choice,
-        strength=strength,
-        rationale=rationale,
-        policy=served.policy,
-        is_attention_check=pair.is_attention_check,
-        attention_passed=attention_passed,
-        served_at=served.served_at,
-        answered_at=answered_at,
-    )
-    Pair.objects.filter(pk=served.pair_id).update(judgment_count=F("judgment_count") + 1)
-    # No concurrent writer: this participant's only outstanding served pair was just claimed here,
-    # so the count read at the start of the request is current.
-    new_count = participant.judgment_count + 1
-    completed = new_count >= study.judgments_per_participant
-    updates: dict[str, object] = {"judgment_count": F("judgment_count") + 1}
-    if completed:
-        updates["completed_at"] = answered_at
-    Participant.objects.filter(pk=participant.pk).update(**updates)
-    participant.judgment_count = new_count
-    if completed:
-        participant.completed_at = answered_at
+        stored = None  # a judgment for this served pair exists already: see below
+    if stored is None:
+        existing = Judgment.objects.filter(served_pair_id=served_id, participant_id=participant.pk).first()
+        if existing is None:
+            raise ServedPairNotFound(str(served_id))
+        return JudgmentResult(judgment=existing, duplicate=True, completed=participant.completed_at is not None)
+    judgment, next_served = stored
     for hook in _judgment_hooks(tuple(settings.POLYPHONY_JUDGMENT_HOOKS)):
         # After commit: a hook (e.g. modeling's retrain trigger) must never see, or undo, a judgment
         # that is not stored; annotation calls it by name so it need not import modeling.
         transaction.on_commit(functools.partial(hook, study_id=study.pk))
-    return JudgmentResult(judgment=judgment, duplicate=False, completed=completed)
+    completed = participant.completed_at is not None
+    return JudgmentResult(judgment=judgment, duplicate=False, completed=completed, next_served=next_served)
+
+
+def _submission_atomic() -> AbstractContextManager[object]:
+    """The transaction of one submission.
+
+    On PostgreSQL the submission is one statement: in autocommit mode it is its own transaction
+    (BEGIN and COMMIT would be two more round trips), inside a caller's transaction a savepoint
+    keeps a failed statement from breaking it. On SQLite it is several statements.
+    """
+    if connection.vendor == "postgresql" and not connection.in_atomic_block:
+        return contextlib.nullcontext()
+    return transaction.atomic()
+
+
+def _judgment_store(
+    *, participant: Participant, params: dict[str, object], serve_next: bool
+) -> tuple[Judgment, ServedPair | None] | None:
+    """Claim, store and count (see judgment_submit); None when the claim found nothing to answer.
+
+    Sets `participant.judgment_count` and `completed_at` to what was stored.
+    """
+    judgment_shape, progress_shape = row_shape(Judgment, None), row_shape(Participant, None, _PROGRESS)
+    next_served = None
+    if connection.vendor == "postgresql":
+        with hot_cursor() as cursor:
+            cursor.execute(_submission_sql(serve_next=serve_next), params)
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        judgment, progress = row_instances(row, judgment_shape, progress_shape)
+        if serve_next:
+            rest = row[len(judgment_shape.attnames) + len(progress_shape.attnames):]
+            next_served = served_pair_display().served(rest, participant=participant)
+    else:
+        # The steps of _submission_sql one by one, reading the claimed row back from its table.
+        claimed = f"(SELECT {_CLAIMED} FROM {_table(ServedPair)} WHERE id = %(served_id)s)"
+        with connection.cursor() as cursor:
+            cursor.execute(_claim_sql(), params)
+            if cursor.fetchone() is None:
+                return None
+            cursor.execute(_judgment_insert_sql(claimed=claimed), params)
+            (judgment,) = row_instances(cursor.fetchone(), judgment_shape)
+            cursor.execute(_pair_count_sql(claimed=claimed), params)
+            cursor.execute(_progress_sql(claimed=claimed), params)
+            (progress,) = row_instances(cursor.fetchone(), progress_shape)
+    participant.judgment_count, participant.completed_at = progress.judgment_count, progress.completed_at
+    return judgment, next_served
+
+
+_CLAIMED = "id, pair_id, left_response_id, right_response_id, policy, served_at, answered_at"
+_PROGRESS = ("judgment_count", "completed_at")
+
+
+@functools.cache
+def _submission_sql(*, serve_next: bool) -> str:
+    """PostgreSQL: the whole submission as one statement (built once per process).
+
+    Data-modifying CTEs all see the snapshot taken when the statement started and run to completion
+    whether or not they are read; every step past the claim reads `claimed`, so nothing happens
+    unless the compare-and-swap won. With `serve_next`, the row also carries the next served pair
+    (all NULL when none was served: quota met, or nothing left in the pool).
+
+    `x.*` of a CTE lists its RETURNING columns in order, and whitespace is squeezed out: psycopg
+    caches its parsing of statements up to 4 kB, and parsing this one cost more than running it.
+    """
+    steps = f"""
+        WITH claimed AS ({_claim_sql()}),
+        j AS ({_judgment_insert_sql(claimed="claimed")}),
+        counted AS ({_pair_count_sql(claimed="claimed")}),
+        progress AS ({_progress_sql(claimed="claimed")})"""
+    if not serve_next:
+        return " ".join(f"{steps} SELECT j.*, progress.* FROM j CROSS JOIN progress".split())
+    display = served_pair_display()
+    _, *joined_shapes = display.shapes
+    # `seen` in the choice reads the snapshot, which has the pair just answered: it is not served again.
+    sql = f"""{steps},
+        {_choose_random_sql(done="(SELECT judgment_count FROM progress)")},
+        s AS ({_serve_sql()} AND (SELECT judgment_count FROM progress) < %(quota)s
+            RETURNING {row_shape(ServedPair, None).select})
+        SELECT j.*, progress.*, s.*, {", ".join(shape.select for shape in joined_shapes)}
+        FROM j CROSS JOIN progress LEFT JOIN ({display.joined(None)}) ON TRUE"""
+    return " ".join(sql.split())
+
+
+def _claim_sql() -> str:
+    """The compare-and-swap: of two concurrent submits of one served id exactly one gets the row back;
+    none for ids that are unknown or another participant's."""
+    return (
+        f"UPDATE {_table(ServedPair)} SET answered_at = %(now)s "
+        "WHERE id = %(served_id)s AND participant_id = %(participant_id)s AND answered_at IS NULL "
+        f"RETURNING {_CLAIMED}"
+    )
+
+
+def _judgment_insert_sql(*, claimed: str) -> str:
+    """The judgment of the claimed served pair: `response_a` is the response shown on the left. An
+    attention check is passed when the response picked is the correct one (a tie fails it)."""
+    return f"""
+        INSERT INTO {_table(Judgment)} (study_id, participant_id, pair_id, served_pair_id, response_a_id,
+            response_b_id, choice, strength, rationale, policy, is_attention_check, attention_passed, origin,
+            external_id, served_at, answered_at)
+        SELECT %(study_id)s, %(participant_id)s, c.pair_id, c.id, c.left_response_id, c.right_response_id,
+            CAST(%(choice)s AS VARCHAR(3)), CAST(%(strength)s AS SMALLINT), CAST(%(rationale)s AS TEXT), c.policy,
+            p.is_attention_check,
+            CASE WHEN p.is_attention_check THEN COALESCE(p.correct_response_id = CASE CAST(%(choice)s AS VARCHAR(3))
+                WHEN 'a' THEN c.left_response_id WHEN 'b' THEN c.right_response_id END, FALSE) END,
+            '{Judgment.Origin.ANNOTATED.value}', '', c.served_at, c.answered_at
+        FROM {claimed} c INNER JOIN {_table(Pair)} p ON p.id = c.pair_id
+        RETURNING {row_shape(Judgment, None).select}"""
+
+
+def _pair_count_sql(*, claimed: str) -> str:
+    return f"UPDATE {_table(Pair)} SET judgment_count = judgment_count + 1 WHERE id IN (SELECT pair_id FROM {claimed})"
+
+
+def _progress_sql(*, claimed: str) -> str:
+    """Count the judgment on the participant; the one that meets the quota completes them, at the
+    judgment's own time. (Expressions on the right of SET see the row as it was.)"""
+    return (
+        f"UPDATE {_table(Participant)} SET judgment_count = judgment_count + 1, completed_at = COALESCE("
+        "completed_at, CASE WHEN judgment_count + 1 >= %(quota)s THEN %(now)s END) "
+        f"WHERE id = %(participant_id)s AND EXISTS (SELECT 1 FROM {claimed}) "
+        f"RETURNING {row_shape(Participant, None, _PROGRESS).select}"
+    )
+
+
+def _serve_sql() -> str:
+    """INSERT … SELECT of the ServedPair for `chosen`, in a random left/right order (`swap`); the
+    caller appends conditions to its WHERE and the RETURNING clause."""
+    return f"""
+        INSERT INTO {_table(ServedPair)} (id, participant_id, pair_id, left_response_id, right_response_id,
+            policy, served_at)
+        SELECT %(next_id)s, %(participant_id)s, pa.id,
+            CASE WHEN %(swap)s THEN pa.response_b_id ELSE pa.response_a_id END,
+            CASE WHEN %(swap)s THEN pa.response_a_id ELSE pa.response_b_id END,
+            CAST(%(policy)s AS VARCHAR(20)), %(now)s
+        FROM {_table(Pair)} pa WHERE pa.id IN (SELECT id FROM chosen)"""
+
+
+def _table(model: type[Model]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _db_value(model: type[Model], field: str, value: object) -> object:
+    """`value` as the database takes it (SQLite: UUIDs as hex, datetimes as text)."""
+    return model._meta.get_field(field).get_db_prep_value(value, connection)
 
 
 @functools.cache

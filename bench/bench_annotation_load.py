@@ -105,9 +105,13 @@ def seed(*, env: dict[str, str], prompts: int, responses: int, per_participant: 
 
 # Experiments that change settings in the workers only (post_worker_init runs before any request):
 # --no-judgment-hooks drops settings.POLYPHONY_JUDGMENT_HOOKS (modeling's retrain trigger) to see what
-# the annotation path costs alone; --server-side-binding lets psycopg prepare repeated statements.
+# the annotation path costs alone; --prepare-threshold sets psycopg's prepare_threshold, with which
+# the judging statements (annotation.selectors.hot_cursor) are prepared after that many runs on a
+# connection, while Django's own queries stay client-side bound and unprepared;
+# --server-side-binding binds (and so prepares) every query server-side.
 WORKER_SETTINGS = {
     "no_hooks": "    settings.POLYPHONY_JUDGMENT_HOOKS = []\n",
+    "prepare_threshold": '    settings.DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = {threshold}\n',
     "server_side_binding": (
         '    settings.DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True\n'
         '    settings.DATABASES["default"]["OPTIONS"]["prepare_threshold"] = 2\n'
@@ -116,12 +120,12 @@ WORKER_SETTINGS = {
 
 
 def gunicorn_start(*, env: dict[str, str], port: int, workers: int, worker_class: str, threads: int,
-                   experiments: list[str]) -> subprocess.Popen:
+                   experiments: list[str], prepare_threshold: int) -> subprocess.Popen:
     cmd = [GUNICORN, "config.wsgi", "-b", f"127.0.0.1:{port}", "-w", str(workers), "--worker-class", worker_class,
            "--threads", str(threads), "--keep-alive", "30", "--log-level", "warning", "--backlog", "256"]
     if experiments:
         config = Path(f"/tmp/bench_annotation_gunicorn_{os.getpid()}.py")
-        body = "".join(WORKER_SETTINGS[name] for name in experiments)
+        body = "".join(WORKER_SETTINGS[name].replace("{threshold}", str(prepare_threshold)) for name in experiments)
         config.write_text(f"def post_worker_init(worker):\n    from django.conf import settings\n{body}")
         cmd += ["-c", str(config)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True)
@@ -419,18 +423,21 @@ def main() -> int:
     parser.add_argument("--keep-server", action="store_true", help="leave gunicorn running (for profiling)")
     parser.add_argument("--no-judgment-hooks", action="store_true",
                         help="run without settings.POLYPHONY_JUDGMENT_HOOKS (to measure their cost)")
+    parser.add_argument("--prepare-threshold", type=int, default=5,
+                        help="psycopg prepare_threshold for the judging statements (0: none, Django's default)")
     parser.add_argument("--server-side-binding", action="store_true",
-                        help="psycopg server-side binding with prepared statements (a settings experiment)")
+                        help="psycopg server-side binding with prepared statements for every query")
     args = parser.parse_args()
 
     experiments = [name for name, on in (("no_hooks", args.no_judgment_hooks),
+                                         ("prepare_threshold", args.prepare_threshold > 0),
                                          ("server_side_binding", args.server_side_binding)) if on]
     database_url = f"postgres://127.0.0.1:5432/{args.database}"
     database_create(admin_url=args.admin_url, name=args.database)
     env = django_env(database_url=database_url)
     pairs = seed(env=env, prompts=args.prompts, responses=args.responses, per_participant=args.per_participant)
     server = gunicorn_start(env=env, port=args.port, workers=args.workers, worker_class=args.worker_class,
-                            threads=args.threads, experiments=experiments)
+                            threads=args.threads, experiments=experiments, prepare_threshold=args.prepare_threshold)
     stats, budget, lock = Stats(), Budget(args.total), threading.Lock()
     try:
         threads = [
@@ -477,6 +484,7 @@ def main() -> int:
         "machine": f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, Python {platform.python_version()}",
         "server": f"gunicorn -w {args.workers} --worker-class {args.worker_class} --threads {args.threads}",
         "settings_experiments": experiments,
+        "prepare_threshold": args.prepare_threshold or None,
         "concurrency": args.concurrency,
         "pool_pairs": pairs,
         "participants": stats.participants,

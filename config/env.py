@@ -79,4 +79,10 @@ def env_database(name: str, default_sqlite_path: str) -> dict[str, object]:
         raise ImproperlyConfigured(f"Environment variable {name} is not a valid database URL: {exc}") from None
     if not parsed.get("NAME"):
         raise ImproperlyConfigured(f"Environment variable {name} must name a database.")
+    if str(parsed.get("ENGINE", "")).endswith("postgresql"):
+        # psycopg prepares a statement after it ran this often on one connection; the annotators'
+        # hot statements (annotation.selectors.hot_cursor) gain most. 0 turns it off (PgBouncer < 1.21
+        # in transaction mode).
+        threshold = env_int("DATABASE_PREPARE_THRESHOLD", 5)
+        parsed.setdefault("OPTIONS", {})["prepare_threshold"] = threshold or None
     return parsed

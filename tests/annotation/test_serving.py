@@ -1,4 +1,5 @@
-"""pair_serve_next / pair_choose_random: what a participant is shown, and that nothing is shown twice."""
+"""pair_serve_next and the serving done by judgment_submit: what a participant is shown, and that nothing is
+shown twice."""
 
 from __future__ import annotations
 
