@@ -36,6 +36,7 @@ from annotation.selectors_training import (
 from elicitation.models import Study
 from elicitation.selectors import prompt_list_with_responses
 from modeling.models import ParticipantWeights, StudyModel, TrainingRun
+from modeling.pair_scores import pair_scores_refresh_enqueue
 from modeling.selectors import training_run_active, training_run_artifact_folder, training_run_current
 
 if TYPE_CHECKING:
@@ -408,9 +409,12 @@ def _run_finish(
         ParticipantWeights.objects.bulk_create(rows, batch_size=1000)
         StudyModel.objects.get_or_create(study_id=run.study_id)
         # Compare-and-swap: a run never replaces a newer run's model.
-        StudyModel.objects.filter(study_id=run.study_id).filter(
+        became_current = StudyModel.objects.filter(study_id=run.study_id).filter(
             Q(current_run__isnull=True) | Q(current_run_id__lt=run.pk)
         ).update(current_run_id=run.pk, updated_at=timezone.now())
+        if became_current:
+            # Active serving reads cached pair probabilities of the current run (modeling.serving).
+            transaction.on_commit(functools.partial(pair_scores_refresh_enqueue, run_id=run.pk))
         # Renamed inside the transaction, after the compare-and-swap: only the attempt that won
         # moves its folder into place, and a failed commit leaves no "done" run without files.
         # A rename is one metadata operation, not the slow I/O kept out of transactions.

@@ -42,3 +42,24 @@ def train_reward_model(self: Task, run_id: int) -> str:
     except TrainingRun.DoesNotExist:
         logger.info("Training run %s no longer exists (its study was deleted); nothing to do.", run_id)
         return "missing"
+
+
+@shared_task(
+    name="modeling.tasks.refresh_pair_scores",
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=3,
+    # Embedding a new pool of 10k pairs takes about a minute on a CPU; scoring, seconds.
+    soft_time_limit=30 * 60,
+    time_limit=35 * 60,
+)
+def refresh_pair_scores(run_id: int) -> int:
+    """Cache the per-prototype probabilities of every pool pair under a run; returns the pair count."""
+    from modeling.pair_scores import PairScoresUnavailable, pair_scores_refresh
+
+    try:
+        return pair_scores_refresh(run_id=run_id).n_pairs
+    except (TrainingRun.DoesNotExist, PairScoresUnavailable) as exc:
+        logger.warning("Pair scores of run %s not refreshed: %s", run_id, exc)
+        return 0

@@ -35,15 +35,23 @@ def predictive_prob(proto_probs: np.ndarray, posterior: np.ndarray) -> np.ndarra
     return np.asarray(proto_probs, dtype=np.float64) @ _normalise(posterior)
 
 
-def information_gain(proto_probs: np.ndarray, posterior: np.ndarray) -> np.ndarray:
+def information_gain(proto_probs: np.ndarray, posterior: np.ndarray,
+                     proto_entropy: np.ndarray | None = None) -> np.ndarray:
     """``[n]`` expected information (nats) a judgment of each pair gives about the annotator's prototype.
 
     Zero for a pair every prototype agrees on; ``log 2`` for a pair that splits two equally likely
-    prototypes with certainty.
+    prototypes with certainty. ``proto_entropy`` (``[n, K]`` binary entropies of ``proto_probs``)
+    may be passed precomputed: it does not depend on the posterior, and it is most of the cost.
     """
     probs = np.asarray(proto_probs, dtype=np.float64)
     pi = _normalise(posterior)
-    return np.maximum(_binary_entropy(probs @ pi) - _binary_entropy(probs) @ pi, 0.0)
+    entropy = _binary_entropy(probs) if proto_entropy is None else np.asarray(proto_entropy, dtype=np.float64)
+    return np.maximum(_binary_entropy(probs @ pi) - entropy @ pi, 0.0)
+
+
+def binary_entropy(p: np.ndarray) -> np.ndarray:
+    """Elementwise binary entropy in nats (to precompute ``proto_entropy``)."""
+    return _binary_entropy(np.asarray(p, dtype=np.float64))
 
 
 def uncertainty(proto_probs: np.ndarray, posterior: np.ndarray) -> np.ndarray:
@@ -86,12 +94,14 @@ class Candidates:
     ``coverage_deficit`` is ``overlap_target − judgments so far`` (≤ 0 once a pair has its overlap);
     ``in_audit_set`` marks the pairs that must reach their overlap target for unbiased evaluation.
     ``prompt_seen`` counts how often the annotator has already seen each candidate's prompt.
+    ``proto_entropy`` optionally carries ``binary_entropy(proto_probs)``, precomputed.
     """
 
     proto_probs: np.ndarray
     coverage_deficit: np.ndarray
     prompt_seen: np.ndarray
     in_audit_set: np.ndarray | None = None
+    proto_entropy: np.ndarray | None = None
 
 
 def _best(scores: np.ndarray, candidates: Candidates, rng: np.random.Generator) -> int:
@@ -119,11 +129,13 @@ def choose(policy: str, candidates: Candidates, posterior: np.ndarray, group_siz
     if policy == "uncertainty":
         return _best(uncertainty(candidates.proto_probs, posterior), candidates, rng), "uncertainty"
     if policy == "information_gain":
-        return _best(information_gain(candidates.proto_probs, posterior), candidates, rng), "information_gain"
+        gain = information_gain(candidates.proto_probs, posterior, candidates.proto_entropy)
+        return _best(gain, candidates, rng), "information_gain"
     if policy == "disagreement":
         return _best(disagreement(candidates.proto_probs, group_sizes), candidates, rng), "disagreement"
     if policy == "mixed":
         if rng.random() < epsilon:
             return choose_coverage(candidates, rng, audit_only=True), "mixed:coverage"
-        return _best(information_gain(candidates.proto_probs, posterior), candidates, rng), "mixed:information_gain"
+        gain = information_gain(candidates.proto_probs, posterior, candidates.proto_entropy)
+        return _best(gain, candidates, rng), "mixed:information_gain"
     raise ValueError(f"unknown policy {policy!r}; expected one of {POLICIES}")

@@ -21,7 +21,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from elicitation.models import Study
 from modeling.models import TrainingRun
-from modeling.selectors import study_get_by_slug
+from modeling.pair_scores import pair_scores_refresh
+from modeling.selectors import study_current_run_id, study_get_by_slug
 from modeling.services import MAX_GROUPS, TrainingQueueError, training_run_execute, training_run_request
 
 
@@ -93,6 +94,9 @@ class Command(BaseCommand):
             run = self._wait(run=run, timeout=options["timeout"], interval=options["poll_interval"])
         if run.status != TrainingRun.Status.DONE:
             raise CommandError(f"Training run {run.pk} failed: {run.error}")
+        if options["sync"] and study_current_run_id(study_id=study.pk) == run.pk:
+            # In-process too: active serving needs the run's pair scores (a worker may not be running).
+            pair_scores_refresh(run_id=run.pk)
         self.stdout.write(json.dumps(_summary(run=run), indent=2, ensure_ascii=False, allow_nan=False))
 
     def _wait(self, *, run: TrainingRun, timeout: float, interval: float) -> TrainingRun:

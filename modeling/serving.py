@@ -1,0 +1,236 @@
+"""Active pair selection for the annotator flow: the chooser behind the non-random policies.
+
+`pair_choose_model` is registered in `annotation.services.PAIR_CHOOSERS` by `ModelingConfig.ready`
+(annotation never imports modeling). It returns `(pair id, recorded policy)` (pair id None: nothing
+left to serve), or None to let annotation's own random SQL serve. Per request it needs no forward pass: the current run's
+per-prototype pair probabilities (PairScores) are held in a per-process cache keyed by run id,
+the participant's posterior over the prototypes is recomputed exactly from their answers so far
+(so it moves after every judgment, long before the next retrain), and
+`modeling.core.selection.choose` picks among the pairs they have not been served.
+
+Attention checks are mixed in exactly as annotation's random chooser does it (each one served once,
+at a random position within the quota). Without a current model with pair scores, or on any
+error, it returns None (annotation's random chooser serves) and the reason is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+from django.db import connection
+
+from annotation.models import Judgment, Participant, ServedPair
+from elicitation.models import Pair, Study
+from modeling.core import selection
+from modeling.models import PairScores, StudyModel
+
+logger = logging.getLogger(__name__)
+
+# Share of `mixed` choices that go to coverage (Study has no field for it yet).
+MIXED_EPSILON = 0.2
+SCORES_CACHE_SIZE = 8
+# What Judgment.policy / ServedPair.policy record (max_length 20) for each chooser outcome.
+RECORDED_POLICY = {"mixed:information_gain": "mixed:info_gain"}
+ATTENTION_CHECK_POLICY = "attention_check"
+
+_rng = np.random.default_rng()  # module-level so tests can seed it
+
+
+@dataclass(frozen=True)
+class CachedScores:
+    """One run's PairScores as arrays (read-only): aligned by position, pair ids ascending."""
+
+    run_id: int
+    pair_ids: np.ndarray
+    prompt_ids: np.ndarray
+    probs: np.ndarray  # [n, K] float64
+    entropy: np.ndarray  # [n, K] binary entropies of probs (posterior-free part of information gain)
+    prior: np.ndarray  # [K]
+
+
+_scores: OrderedDict[int, CachedScores] = OrderedDict()
+_scores_lock = threading.Lock()
+
+
+Choice = tuple[int | None, str]
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """What one choice reads from the database, in one statement (see `_serving_state`)."""
+
+    scores_id: int | None
+    run_id: int | None
+    served: list[tuple[int, str | None]]  # (pair id, choice in the pair's stored order, None if unanswered)
+    checks: list[int]  # the study's attention-check pairs
+
+
+def pair_choose_model(*, participant: Participant) -> Choice | None:
+    """`(pair id, policy that chose it)` for the participant's next pair, or None: serve with random."""
+    study = participant.study
+    try:
+        state = _serving_state(participant=participant)
+        if state.scores_id is None or state.run_id is None:
+            if StudyModel.objects.filter(study_id=study.pk, current_run__isnull=False).exists():
+                logger.warning("Active serving of study %s fell back to random: the current model has no pair "
+                               "scores yet (is the refresh task running?).", study.slug)
+            return None
+        scores = _scores_cached(scores_id=state.scores_id, run_id=state.run_id)
+        return _choose(participant=participant, study=study, scores=scores, state=state)
+    except Exception as exc:  # a broken cache row or model must never stop annotators
+        logger.warning("Active serving of study %s fell back to random: %s: %s",
+                       study.slug, type(exc).__name__, exc)
+        return None
+
+
+def _serving_state(*, participant: Participant) -> ServingState:
+    """The current run's PairScores id, the participant's served pairs with their answers, and the
+    study's attention checks: one round trip (hand-written: compiling three querysets cost more
+    CPU than running them). A judgment's `response_a` is the response shown on the left; when that
+    is the pair's `response_b`, a/b swap to express the choice in the pair's stored order.
+    """
+    t = {model.__name__: connection.ops.quote_name(model._meta.db_table)
+         for model in (PairScores, StudyModel, ServedPair, Judgment, Pair)}
+    sql = f"""
+        SELECT 0, ps.id, ps.run_id, NULL, NULL FROM {t["PairScores"]} ps
+        WHERE ps.run_id = (SELECT current_run_id FROM {t["StudyModel"]} WHERE study_id = %s)
+        UNION ALL
+        SELECT 1, s.pair_id, NULL, j.choice, CASE WHEN j.response_a_id = p.response_a_id THEN 1 ELSE 0 END
+        FROM {t["ServedPair"]} s INNER JOIN {t["Pair"]} p ON p.id = s.pair_id
+        LEFT JOIN {t["Judgment"]} j ON j.served_pair_id = s.id
+        WHERE s.participant_id = %s
+        UNION ALL
+        SELECT 2, id, NULL, NULL, NULL FROM {t["Pair"]}
+        WHERE correct_response_id IS NOT NULL AND study_id = %s AND is_attention_check = %s
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [participant.study_id, participant.pk, participant.study_id, True])
+        rows = cursor.fetchall()
+    swap = {"a": "b", "b": "a", "tie": "tie"}
+    scores_id = run_id = None
+    served: list[tuple[int, str | None]] = []
+    checks: list[int] = []
+    for kind, ident, run, choice, same_order in rows:
+        if kind == 0:
+            scores_id, run_id = ident, run
+        elif kind == 1:
+            served.append((ident, None if choice is None else choice if same_order else swap[choice]))
+        else:
+            checks.append(ident)
+    return ServingState(scores_id=scores_id, run_id=run_id, served=served, checks=checks)
+
+
+def _scores_cached(*, scores_id: int, run_id: int) -> CachedScores:
+    with _scores_lock:
+        cached = _scores.get(run_id)
+        if cached is not None:
+            _scores.move_to_end(run_id)
+            return cached
+    cached = _scores_load(scores_id=scores_id)
+    with _scores_lock:
+        _scores[run_id] = cached
+        while len(_scores) > SCORES_CACHE_SIZE:
+            _scores.popitem(last=False)
+    return cached
+
+
+def _scores_load(*, scores_id: int) -> CachedScores:
+    """Decode a PairScores row; raises ValueError when its arrays do not fit together."""
+    row = PairScores.objects.get(pk=scores_id)
+    n, k = int(row.n_pairs), int(row.k)
+    blobs = bytes(row.pair_ids), bytes(row.prompt_ids), bytes(row.proto_probs)
+    prior = np.asarray(row.prior, dtype=np.float64)
+    if tuple(len(b) for b in blobs) != (8 * n, 8 * n, 4 * n * k) or prior.shape != (k,):
+        raise ValueError(f"pair scores {scores_id} of run {row.run_id} are corrupt (n={n}, K={k}: "
+                         f"{'/'.join(str(len(b)) for b in blobs)} bytes of ids/prompts/probabilities, prior {prior.shape})")
+    pair_ids = np.frombuffer(blobs[0], dtype="<i8")
+    prompt_ids = np.frombuffer(blobs[1], dtype="<i8")
+    probs = np.frombuffer(blobs[2], dtype="<f4")
+    if n and np.any(np.diff(pair_ids) <= 0):
+        raise ValueError(f"pair scores {scores_id} of run {row.run_id}: pair ids are not ascending")
+    matrix = probs.reshape(n, k).astype(np.float64)
+    return CachedScores(run_id=row.run_id, pair_ids=pair_ids, prompt_ids=prompt_ids, probs=matrix,
+                        entropy=selection.binary_entropy(matrix), prior=prior)
+
+
+def _choose(*, participant: Participant, study: Study, scores: CachedScores, state: ServingState) -> Choice | None:
+    served = state.served
+    served_pair_ids = {pair_id for pair_id, _ in served}
+    checks = [pair_id for pair_id in state.checks if pair_id not in served_pair_ids]
+    judgments_left = max(1, study.judgments_per_participant - participant.judgment_count)
+    if checks and random.random() < len(checks) / judgments_left:
+        return random.choice(checks), ATTENTION_CHECK_POLICY
+
+    n = scores.pair_ids.shape[0]
+    served_ids = np.fromiter((s[0] for s in served), dtype=np.int64, count=len(served))
+    pos = np.searchsorted(scores.pair_ids, served_ids)
+    known = (pos < n) & (scores.pair_ids[np.minimum(pos, n - 1)] == served_ids) if n else np.zeros(0, bool)
+    candidate = np.ones(n, dtype=bool)
+    candidate[pos[known]] = False
+    if not candidate.any():
+        # Everything scored was served; pairs added since the refresh may remain: random serves them.
+        return None
+
+    posterior = _posterior(scores=scores, served=served, known=known, positions=pos)
+
+    prompt_seen_all = _prompt_seen(scores=scores, served_positions=pos[known])
+    policy = study.selection_policy
+    idx = np.flatnonzero(candidate)
+    deficit = np.zeros(idx.shape[0])
+    if policy in (Study.SelectionPolicy.RANDOM, Study.SelectionPolicy.MIXED):
+        deficit = _coverage_deficit(study=study, pair_ids=scores.pair_ids[idx])
+    candidates = selection.Candidates(
+        proto_probs=scores.probs[idx], coverage_deficit=deficit, prompt_seen=prompt_seen_all[idx],
+        proto_entropy=scores.entropy[idx],
+    )
+    chosen, used = selection.choose(str(policy), candidates, posterior, scores.prior, _rng, epsilon=MIXED_EPSILON)
+    return int(scores.pair_ids[idx[chosen]]), RECORDED_POLICY.get(used, used)
+
+
+def _posterior(*, scores: CachedScores, served: list[tuple[int, str | None]], known: np.ndarray,
+               positions: np.ndarray) -> np.ndarray:
+    """Exact Bayes over the prototypes from the run's population mix (selection.posterior_update,
+    all answered judgments at once in log space: the same product, without underflow)."""
+    rows = [(p, served[i][1]) for i, p in zip(np.flatnonzero(known), positions[known], strict=True)
+            if served[i][1] is not None]
+    if not rows:
+        return scores.prior.copy()
+    probs = np.clip(scores.probs[[p for p, _ in rows]], 1e-9, 1 - 1e-9)
+    choice = np.array([c for _, c in rows])[:, None]
+    like = np.where(choice == "a", probs, np.where(choice == "b", 1 - probs, np.sqrt(probs * (1 - probs))))
+    log_post = np.log(np.clip(scores.prior, 1e-12, None)) + np.log(like).sum(0)
+    post = np.exp(log_post - log_post.max())
+    return post / post.sum()
+
+
+def _prompt_seen(*, scores: CachedScores, served_positions: np.ndarray) -> np.ndarray:
+    """For every scored pair, how often this participant has been served a pair of its prompt."""
+    if served_positions.size == 0:
+        return np.zeros(scores.pair_ids.shape[0])
+    seen_prompts, counts = np.unique(scores.prompt_ids[served_positions], return_counts=True)
+    where = np.searchsorted(seen_prompts, scores.prompt_ids)
+    where = np.minimum(where, seen_prompts.size - 1)
+    return np.where(seen_prompts[where] == scores.prompt_ids, counts[where], 0).astype(np.float64)
+
+
+def _coverage_deficit(*, study: Study, pair_ids: np.ndarray) -> np.ndarray:
+    """`overlap_target − judgment_count` of each candidate (one query, over judged pairs only)."""
+    table = connection.ops.quote_name(Pair._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id, judgment_count FROM {table} WHERE study_id = %s AND judgment_count > 0",
+                       [study.pk])
+        judged = cursor.fetchall()
+    counts = np.zeros(pair_ids.shape[0])
+    if judged:
+        ids = np.array([r[0] for r in judged], dtype=np.int64)
+        values = np.array([r[1] for r in judged], dtype=np.float64)
+        order = np.argsort(ids)
+        ids, values = ids[order], values[order]
+        where = np.minimum(np.searchsorted(ids, pair_ids), ids.size - 1)
+        counts = np.where(ids[where] == pair_ids, values[where], 0.0)
+    return float(study.overlap_target) - counts

@@ -1,0 +1,203 @@
+"""Active serving (modeling.serving) through annotation's serving: policies on cached pair scores,
+the posterior moving after each judgment, no repeats, coverage under `mixed`, and the fallbacks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from annotation.models import Judgment, Participant, ServedPair
+from annotation.services import judgment_submit, pair_serve_next
+from elicitation.models import Pair, Study
+from modeling import serving
+from modeling.models import PairScores, StudyModel, TrainingRun
+from tests.factories import ParticipantFactory, PromptFactory, ResponseFactory, StudyFactory, pair_create
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _seeded_and_cold(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A seeded generator for the policies' tie-breaks and `mixed`'s draws; an empty scores cache,
+    # since run ids repeat across tests (each test's database starts afresh).
+    monkeypatch.setattr(serving, "_rng", np.random.default_rng(0))
+    serving._scores.clear()
+
+
+def test_modeling_registers_its_chooser_for_every_model_policy():
+    from annotation.services import PAIR_CHOOSERS
+
+    assert {policy for policy, chooser in PAIR_CHOOSERS.items() if chooser is serving.pair_choose_model} == {
+        "uncertainty", "information_gain", "disagreement", "mixed"}
+
+
+def scores_install(study: Study, probs_of: Callable[[Pair], list[float]], prior: list[float] | None = None) -> PairScores:
+    """A finished run made current, with the given per-prototype probabilities for each pool pair."""
+    pairs = list(Pair.objects.filter(study=study, is_attention_check=False).order_by("id"))
+    probs = np.array([probs_of(p) for p in pairs], dtype="<f4")
+    k = probs.shape[1]
+    run = TrainingRun.objects.create(study=study, status=TrainingRun.Status.DONE, groups_chosen=k)
+    StudyModel.objects.update_or_create(study=study, defaults={"current_run": run})
+    return PairScores.objects.create(
+        study=study, run=run, k=k, n_pairs=len(pairs),
+        pair_ids=np.array([p.pk for p in pairs], dtype="<i8").tobytes(),
+        prompt_ids=np.array([p.prompt_id for p in pairs], dtype="<i8").tobytes(),
+        proto_probs=probs.tobytes(), prior=prior or [1.0 / k] * k,
+    )
+
+
+def _study(policy: str, pairs: int, **fields: object) -> tuple[Study, list[Pair]]:
+    study = StudyFactory(selection_policy=policy, strength_labels=[], **fields)
+    created = []
+    for _ in range(pairs):
+        prompt = PromptFactory(study=study)
+        created.append(pair_create(prompt=prompt, first=ResponseFactory(prompt=prompt),
+                                   second=ResponseFactory(prompt=prompt)))
+    return study, created
+
+
+def _participant(study: Study, external_id: str = "p") -> Participant:
+    participant = ParticipantFactory(study=study, external_id=external_id)
+    return Participant.objects.select_related("study").get(pk=participant.pk)
+
+
+def _answer_canonical(participant: Participant, served: ServedPair, prefers: str) -> None:
+    """Answer preferring the pair's stored response_a (`prefers="a"`) or response_b, whatever the side shown."""
+    wanted = served.pair.response_a_id if prefers == "a" else served.pair.response_b_id
+    choice = "a" if served.left_response_id == wanted else "b"
+    judgment_submit(participant=participant, served_id=served.id, choice=choice, strength=None, rationale="")
+
+
+def test_information_gain_serves_the_pair_that_splits_the_prototypes():
+    study, pairs = _study("information_gain", 4)
+    divisive = pairs[2]
+    scores_install(study, lambda p: [0.99, 0.01] if p.pk == divisive.pk else [0.9, 0.88])
+    served = pair_serve_next(participant=_participant(study))
+    assert served.pair_id == divisive.pk and served.policy == "information_gain"
+
+
+def _three_prototype_study() -> tuple[Study, dict[str, Pair]]:
+    # x splits prototype 0 from 1 and 2; x2 nearly the same; y splits 1 from 2 and leaves 0 indifferent.
+    study, pairs = _study("information_gain", 4, judgments_per_participant=4)
+    named = dict(zip(["x", "x2", "y", "flat"], pairs, strict=True))
+    table = {"x": [0.99, 0.01, 0.01], "x2": [0.98, 0.02, 0.02], "y": [0.5, 0.99, 0.01], "flat": [0.6, 0.6, 0.6]}
+    by_pk = {p.pk: table[name] for name, p in named.items()}
+    scores_install(study, lambda p: by_pk[p.pk])
+    return study, named
+
+
+@pytest.mark.parametrize(("answer", "expected_next"), [("b", "y"), ("a", "x2")])
+def test_the_posterior_moves_after_each_judgment_and_changes_the_next_pair(answer, expected_next):
+    study, named = _three_prototype_study()
+    participant = _participant(study)
+    first = pair_serve_next(participant=participant)
+    assert first.pair_id == named["x"].pk
+    _answer_canonical(participant, first, answer)
+    second = pair_serve_next(participant=participant)
+    assert second.pair_id == named[expected_next].pk
+
+
+def test_a_participant_is_never_served_the_same_pair_twice():
+    study, pairs = _study("uncertainty", 6, judgments_per_participant=10)
+    scores_install(study, lambda p: [0.5, 0.5])  # every pair equally uncertain: only the exclusion decides
+    participant = _participant(study)
+    served_ids = []
+    while (served := pair_serve_next(participant=participant)) is not None:
+        served_ids.append(served.pair_id)
+        _answer_canonical(participant, served, "a")
+    assert sorted(served_ids) == sorted(p.pk for p in pairs)
+    assert Participant.objects.get(pk=participant.pk).completed_at is not None
+
+
+def test_every_judgment_records_the_policy_that_served_it():
+    study, _ = _study("disagreement", 3, judgments_per_participant=2)
+    scores_install(study, lambda p: [0.9, 0.1])
+    participant = _participant(study)
+    for _ in range(2):
+        _answer_canonical(participant, pair_serve_next(participant=participant), "a")
+    assert set(Judgment.objects.values_list("policy", flat=True)) == {"disagreement"}
+
+
+def test_mixed_policy_brings_every_pair_to_its_overlap_target():
+    # Information gain alone would keep serving the two divisive pairs; the coverage share of
+    # `mixed` must still give every pool pair its overlap target.
+    study, pairs = _study("mixed", 6, judgments_per_participant=2, overlap_target=2)
+    favourites = {pairs[0].pk, pairs[1].pk}
+    scores_install(study, lambda p: [0.99, 0.01] if p.pk in favourites else [0.7, 0.6])
+    for i in range(60):
+        participant = _participant(study, f"p{i}")
+        while (served := pair_serve_next(participant=participant)) is not None:
+            _answer_canonical(participant, served, "a")
+    counts = dict(Pair.objects.filter(study=study).values_list("id", "judgment_count"))
+    assert min(counts.values()) >= study.overlap_target
+    policies = set(Judgment.objects.values_list("policy", flat=True))
+    assert policies == {"mixed:coverage", "mixed:info_gain"}
+
+
+def test_attention_checks_are_still_served_under_an_active_policy():
+    study, _ = _study("information_gain", 4, judgments_per_participant=3)
+    scores_install(study, lambda p: [0.9, 0.1])
+    prompt = PromptFactory(study=study)
+    good, bad = ResponseFactory(prompt=prompt), ResponseFactory(prompt=prompt)
+    check = pair_create(prompt=prompt, first=good, second=bad, is_attention_check=True, correct_response=good)
+    participant = _participant(study)
+    served_pairs = []
+    while (served := pair_serve_next(participant=participant)) is not None:
+        served_pairs.append(served.pair_id)
+        _answer_canonical(participant, served, "a")
+    assert check.pk in served_pairs and len(served_pairs) == 3
+
+
+def test_without_a_model_random_serves_quietly(caplog):
+    study, _ = _study("information_gain", 3)
+    with caplog.at_level(logging.WARNING, logger="modeling.serving"):
+        served = pair_serve_next(participant=_participant(study))
+    assert served.policy == "random" and not caplog.records
+
+
+def test_corrupt_pair_scores_fall_back_to_random_and_log_why(caplog):
+    study, _ = _study("information_gain", 3)
+    scores = scores_install(study, lambda p: [0.9, 0.1])
+    PairScores.objects.filter(pk=scores.pk).update(proto_probs=b"\x00" * 7)
+    with caplog.at_level(logging.WARNING, logger="modeling.serving"):
+        served = pair_serve_next(participant=_participant(study))
+    assert served is not None and served.policy == "random"
+    assert "fell back to random" in caplog.text and "corrupt" in caplog.text
+
+
+def test_a_current_model_without_pair_scores_falls_back_to_random_and_logs_why(caplog):
+    study, _ = _study("information_gain", 3)
+    scores = scores_install(study, lambda p: [0.9, 0.1])
+    scores.delete()
+    with caplog.at_level(logging.WARNING, logger="modeling.serving"):
+        served = pair_serve_next(participant=_participant(study))
+    assert served.policy == "random" and "no pair scores" in caplog.text
+
+
+def test_serving_from_cached_scores_takes_a_bounded_number_of_queries(django_assert_max_num_queries):
+    study, _ = _study("mixed", 30)
+    scores_install(study, lambda p: [0.8, 0.3])
+    participant = _participant(study)
+    pair_serve_next(participant=participant)  # warms the process cache of the run's scores
+    _answer_canonical(participant, ServedPair.objects.select_related("pair").get(), "a")
+    with django_assert_max_num_queries(12):
+        assert pair_serve_next(participant=participant) is not None
+
+
+def test_the_request_posterior_is_exact_bayes_over_the_prototypes():
+    from modeling.core.selection import posterior_update
+
+    rng = np.random.default_rng(3)
+    probs = rng.uniform(0.05, 0.95, size=(6, 3))
+    cached = serving.CachedScores(run_id=1, pair_ids=np.arange(6), prompt_ids=np.zeros(6, dtype=np.int64),
+                                  probs=probs, entropy=np.zeros_like(probs), prior=np.array([0.5, 0.3, 0.2]))
+    served = [(0, "a"), (2, "b"), (3, "tie"), (5, None)]
+    positions = np.array([0, 2, 3, 5])
+    expected = cached.prior
+    for position, choice in [(0, "a"), (2, "b"), (3, "tie")]:
+        expected = posterior_update(expected, probs[position], choice)
+    got = serving._posterior(scores=cached, served=served, known=np.ones(4, bool), positions=positions)
+    assert np.allclose(got, expected)
