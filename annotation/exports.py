@@ -28,6 +28,7 @@ from django.db.models import Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
+from annotation.exclusions import excluded_participant_ids
 from annotation.models import ExportJob, Judgment
 from elicitation.models import Study
 from elicitation.selectors import study_list_for_user
@@ -60,7 +61,10 @@ STREAM_BATCH = 500  # rows joined into one chunk of a streamed response
 
 
 def _judgments(*, study: Study, include_attention_checks: bool) -> QuerySet[Judgment]:
-    judgments = Judgment.objects.filter(study=study)
+    # Excluded participants (annotation/exclusions.py) are left out of every export.
+    judgments = Judgment.objects.filter(study=study).exclude(
+        participant_id__in=excluded_participant_ids(study_id=study.pk)
+    )
     if not include_attention_checks:
         # Both flags: a judgment on an attention-check pair is one, whoever wrote it.
         judgments = judgments.exclude(Q(is_attention_check=True) | Q(pair__is_attention_check=True))

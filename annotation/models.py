@@ -320,3 +320,34 @@ class LegitimacyAnswer(models.Model):
 
     def __str__(self) -> str:
         return f"Legitimacy of {self.participant_id}: {self.values_represented}/{self.process_fair}"
+
+
+class ParticipantExclusion(models.Model):
+    """A researcher's decision to leave a participant's judgments out of training and exports.
+
+    Revoking sets `revoked_at` rather than deleting, so the record of who was excluded, why and
+    when survives; a participant is excluded while an unrevoked row exists (at most one).
+    """
+
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="exclusions")
+    reason = models.CharField(max_length=300)
+    rule = models.CharField(max_length=40, blank=True, help_text="Empty: excluded by hand.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["participant"], condition=Q(revoked_at__isnull=True), name="one_active_exclusion"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Exclusion of {self.participant_id}{' (revoked)' if self.revoked_at else ''}"

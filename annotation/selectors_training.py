@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from django.db.models import QuerySet
 
+from annotation.exclusions import excluded_participant_ids
 from annotation.models import Judgment, Participant
 from elicitation.models import Study
 
@@ -21,7 +22,10 @@ AdaptationRow = tuple[str, str, str, str, int | None]
 
 
 def _preference_judgments(*, study_id: int) -> QuerySet[Judgment]:
-    return Judgment.objects.filter(study_id=study_id, is_attention_check=False)
+    # Participants a researcher excluded (annotation/exclusions.py) never train a model.
+    return Judgment.objects.filter(study_id=study_id, is_attention_check=False).exclude(
+        participant_id__in=excluded_participant_ids(study_id=study_id)
+    )
 
 
 def judgments_for_training(*, study: Study) -> list[TrainingRow]:

@@ -123,3 +123,70 @@ class MoralGraphSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"Moral graph of context {self.context_id} at {self.created_at}"
+
+
+class PairScores(models.Model):
+    """Per-prototype P(a ≻ b) of every pool pair under one run, cached so serving needs no forward pass.
+
+    `pair_ids` are the pairs' ids (int64, little-endian, ascending) and `proto_probs` the matching
+    `[n, k]` float32 matrix (row-major, little-endian) of P(response_a ≻ response_b | prototype)
+    in the pair's canonical order; `prompt_ids` the prompt of each pair. `prior` is the run's population mixture (k float64), the
+    posterior an annotator starts from.
+    """
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="pair_scores")
+    run = models.OneToOneField(TrainingRun, on_delete=models.CASCADE, related_name="pair_scores")
+    created_at = models.DateTimeField(auto_now_add=True)
+    k = models.PositiveSmallIntegerField()
+    n_pairs = models.PositiveIntegerField()
+    pair_ids = models.BinaryField(help_text="int64 little-endian, ascending")
+    prompt_ids = models.BinaryField(help_text="int64 little-endian: the prompt of each pair (prompt balance)")
+    proto_probs = models.BinaryField(help_text="float32 little-endian, [n_pairs, k] row-major")
+    prior = models.JSONField(help_text="The run's population weights (k numbers).")
+
+    def __str__(self) -> str:
+        return f"Pair scores of run {self.run_id} ({self.n_pairs} pairs, K={self.k})"
+
+
+class AnalyticsSnapshot(models.Model):
+    """One computation of a study's insight dashboard (quality, agreement, groups, rankings), cached.
+
+    `data` is what the API returns; `plots` holds the server-rendered SVG figures by name, kept
+    apart so the API and the page can each load only what they show.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="analytics_snapshots")
+    run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
+    progress = models.FloatField(default=0.0)
+    progress_message = models.CharField(max_length=200, blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    plots = models.JSONField(default=dict, blank=True, help_text='{"name": "<svg…>"}')
+    error = models.TextField(blank=True)
+    duration_s = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # One computation at a time per study: a second "Recompute" joins the active one.
+            models.UniqueConstraint(
+                fields=["study"], condition=Q(status__in=["queued", "running"]), name="one_active_analytics_per_study"
+            ),
+        ]
+        indexes = [models.Index(fields=["study", "status", "-created_at"], name="analytics_latest_idx")]
+
+    def __str__(self) -> str:
+        return f"Analytics {self.pk} ({self.status}) of study {self.study_id}"
