@@ -7,7 +7,6 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 # Tests run against real PostgreSQL and Redis on this machine (CI starts them in .ci/run).
 TEST_DATABASE_URL ?= postgres://127.0.0.1:5432/test
-TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 
 .PHONY: demo test install lint
 
@@ -40,6 +39,6 @@ test: $(STAMP)
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || echo "chromium missing: browser tests will fail"
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
-	DATABASE_URL=$(TEST_DATABASE_URL) POLYPHONY_TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest -p no:cacheprovider
+	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/pytest -p no:cacheprovider
 	# The embedded default: the database-level suite again on SQLite (browser and worker tests run once, above).
-	env -u DATABASE_URL POLYPHONY_TEST_REDIS_URL=$(TEST_REDIS_URL) $(BIN)/pytest -p no:cacheprovider -m "not browser and not slow" -q
+	env -u DATABASE_URL $(BIN)/pytest -p no:cacheprovider -m "not browser and not slow" -q

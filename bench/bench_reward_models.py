@@ -49,7 +49,7 @@ def embed(embedder: Embedder, texts: list[str]) -> np.ndarray:
     """Embeddings with an in-process cache keyed by text hash (as the Django side does)."""
     missing = [t for t in dict.fromkeys(texts) if text_hash(t) not in _EMB_CACHE]
     if missing:
-        for t, e in zip(missing, embedder.encode(missing)):
+        for t, e in zip(missing, embedder.encode(missing), strict=False):
             _EMB_CACHE[text_hash(t)] = e
     return np.stack([_EMB_CACHE[text_hash(t)] for t in texts])
 
@@ -195,16 +195,25 @@ def time_training(n_judgments: int, embedder: Embedder, kinds: list[str], tc: di
     out: dict[str, Any] = {"n_judgments": len(data), "n_texts": len(ds.texts), "n_annotators": ds.n_annotators}
     runs = [("btl", 1)] + [(k, 3) for k in kinds] + [(k, "auto") for k in kinds]
     for kind, k in runs:
-        t0 = time.perf_counter()
+        load = os.getloadavg()[0]
+        t0, c0 = time.perf_counter(), time.process_time()
         fr = fit(data, TrainConfig(kind=kind, k=k, **tc))
-        out[f"{kind}_k{k}"] = {"seconds": time.perf_counter() - t0, "k": fr.k}
-        log(f"  timing {len(data)} judgments {kind} K={k}: {out[f'{kind}_k{k}']['seconds']:.1f}s (K={fr.k})")
+        # Wall time is what a user waits; CPU time (all threads) is less distorted by other load.
+        out[f"{kind}_k{k}"] = {"seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+                               "k": fr.k, "load_avg_1min": load}
+        r = out[f"{kind}_k{k}"]
+        log(f"  timing {len(data)} judgments {kind} K={k}: {r['seconds']:.1f}s wall, {r['cpu_seconds']:.1f}s CPU "
+            f"(K={fr.k}, load {load:.1f})")
     return out
 
 
 def embedding_throughput(embedder: Embedder, texts: list[str], reps: int = 3) -> dict[str, Any]:
-    """Sentences/s of Embedder.encode vs SentenceTransformer.encode on the same texts (alternating)."""
+    """Sentences/s of Embedder.encode vs SentenceTransformer.encode on the same texts (alternating).
+
+    Alternating the two and taking medians spreads any background load over both.
+    """
     ours, direct = [], []
+    load = os.getloadavg()[0]
     embedder.encode(texts[:16])
     embedder.model.encode(texts[:16])
     for _ in range(reps):
@@ -216,7 +225,7 @@ def embedding_throughput(embedder: Embedder, texts: list[str], reps: int = 3) ->
         ours.append(time.perf_counter() - t0)
     o, d = float(np.median(ours)), float(np.median(direct))
     return {"n_texts": len(texts), "ours_sent_per_s": len(texts) / o, "direct_sent_per_s": len(texts) / d,
-            "ratio": d / o, "ours_s": ours, "direct_s": direct}
+            "ratio": d / o, "ours_s": ours, "direct_s": direct, "load_avg_1min": load}
 
 
 def summarize(worlds: list[dict[str, Any]], kinds: list[str]) -> dict[str, Any]:
@@ -257,11 +266,12 @@ def print_table(s: dict[str, Any], kinds: list[str], timing: dict[str, Any], emb
               f"null world vs BTL: {100 * k['null_minus_btl']['mean']:+.2f} pts (target >= -1)")
         print(f"  unseen with MAP adaptation {100 * k['unseen_map']['mean']:.2f}, population mixture "
               f"{100 * k['unseen_population']['mean']:.2f}; adaptation {k['adapt_ms_median']:.2f} ms median")
-    for key, t in timing.items():
+    for _key, t in timing.items():
         print(f"\nTraining time, {t['n_judgments']} judgments ({t['n_texts']} texts, cached embeddings):")
         for name, v in t.items():
             if isinstance(v, dict):
-                print(f"  {name:<14} {v['seconds']:6.1f} s  (K={v['k']})")
+                print(f"  {name:<14} {v['seconds']:6.1f} s wall {v['cpu_seconds']:6.1f} s CPU  (K={v['k']}, "
+                      f"1-min load {v['load_avg_1min']:.1f})")
     if emb:
         print(f"\nEmbedding throughput on {emb['n_texts']} texts: ours {emb['ours_sent_per_s']:.0f}/s, "
               f"sentence-transformers direct {emb['direct_sent_per_s']:.0f}/s, ratio {emb['ratio']:.3f} (target >= 0.9)")
@@ -306,7 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
-                    "platform": platform.platform(), "torch": torch.__version__},
+                    "platform": platform.platform(), "torch": torch.__version__,
+                    "load_avg_at_end": list(os.getloadavg())},
         "config": cfg, "summary": s, "worlds": worlds, "timing": timing, "embedding": emb,
         "total_seconds": time.perf_counter() - t_start,
     }

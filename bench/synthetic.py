@@ -5,7 +5,7 @@ attributes (length, formality, caution, humour, structure; each at level 0, 0.5 
 Annotators belong to latent groups with ideal points in attribute space (imbalanced group
 sizes, some annotators a mixture of two groups, small individual jitter, label noise). Their
 utility for a response is the negative weighted squared distance between the response's
-attributes and their ideal point (the ideal-point model of Chen et al. 2024, "PAL", eq. 1),
+attributes and their ideal point (the ideal-point model behind PAL-A, Chen et al. 2024; Coombs 1950),
 and their choices follow a Davidson (1970) model with optional ties. In the "null" world every
 annotator shares one ideal point, so any group structure a model reports is invented.
 
@@ -162,7 +162,7 @@ def _compose_response(rng: np.random.Generator, subject: str, points: tuple[str,
     sentences = [s[0].upper() + s[1:] for s in sentences]
     if length == 2:  # long answers link their points and announce their thoroughness
         links = rng.choice(len(LONG_CONNECTIVES), size=n_points - 1, replace=False)
-        sentences = [sentences[0]] + [f"{LONG_CONNECTIVES[c]} {s[0].lower() + s[1:]}" for c, s in zip(links, sentences[1:])]
+        sentences = [sentences[0]] + [f"{LONG_CONNECTIVES[c]} {s[0].lower() + s[1:]}" for c, s in zip(links, sentences[1:], strict=False)]
     opener = OPENERS[formality][rng.integers(3)].format(s=subject)
     caveats = [CAVEATS[i] for i in rng.choice(len(CAVEATS), size=caution, replace=False)]
     jokes = [JOKES[i].format(s=subject) for i in rng.choice(len(JOKES), size=humour, replace=False)]
@@ -206,7 +206,7 @@ def generate(
     """Generate one world of texts, annotators and judgments (deterministic per ``seed``).
 
     The utility of annotator u for response x is ``-beta * ||attr(x) - ideal_u||^2`` (PAL
-    ideal-point model, Chen et al. 2024 eq. 1). A judgment is, with probability
+    ideal-point model, as in PAL-A of Chen et al. 2024). A judgment is, with probability
     ``label_noise``, a fair coin between a and b; otherwise it follows Davidson's (1970) model
     ``P(a) : P(b) : P(tie) = e^{d/2} : e^{-d/2} : nu`` with ``d = U_u(a) - U_u(b)``.
 

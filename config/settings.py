@@ -188,7 +188,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {"modeling.tasks.train_reward_model": {"queue": "training"}}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # autodiscover_tasks() finds `<app>.tasks` only; the moral-graph tasks live in their own module.
-CELERY_IMPORTS = ["modeling.moral_tasks"]
+CELERY_IMPORTS = ["modeling.moral_tasks", "modeling.analytics_tasks"]
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 

@@ -16,6 +16,7 @@ urlpatterns = [
     path("studies/", include("annotation.export_urls")),
     path("studies/", include("modeling.urls")),
     path("studies/", include("modeling.moral_urls")),
+    path("studies/", include("modeling.analytics_urls")),
     # Annotator pages: one link per study.
     path("s/", include("annotation.moral_urls")),
     path("s/", include("annotation.urls")),

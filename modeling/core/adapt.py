@@ -2,7 +2,7 @@
 
 For both PAL variants the pair logit of annotator u is linear in the mixture weights:
 ``logit_u(a, b) = sum_k w_uk L_k(a, b)`` where ``L_k`` is the logit under the pure prototype k.
-(For PAL-B this is Chen et al. 2024 eq. 4; for PAL-A, eq. 2 with ``a_u = sum_k w_uk p_k``,
+(For PAL-B this is the reward mixture ``r_u = sum_k w_uk r_k`` itself; for PAL-A, with ``a_u = sum_k w_uk p_k``,
 expanding ``||f(b) - a_u||^2 - ||f(a) - a_u||^2`` shows the ``||a_u||^2`` terms cancel and,
 because ``sum_k w_uk = 1``, the logit is the w-weighted sum of the per-prototype logits.)
 Adaptation therefore only needs the ``[m, K]`` matrix of per-prototype logits of the new

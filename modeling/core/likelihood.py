@@ -3,7 +3,7 @@
 Both are written in terms of the pair logit ``d = r(a) - r(b)`` (a reward difference):
 
 * Bradley-Terry (1952): ``P(a > b) = sigmoid(d)``.
-* Davidson (1970), "On extending the Bradley-Terry model to accommodate ties", eq. (2.1):
+* Davidson (1970), "On extending the Bradley-Terry model to accommodate ties" (JASA 65):
   with strengths ``pi = exp(r)``, ``P(a > b) = pi_a / (pi_a + pi_b + nu sqrt(pi_a pi_b))`` and
   ``P(tie) = nu sqrt(pi_a pi_b) / (...)``. Dividing by ``sqrt(pi_a pi_b)`` gives the
   numerically convenient form ``softmax([d/2, -d/2, log nu])``. Conditional on a decisive

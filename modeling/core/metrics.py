@@ -58,7 +58,7 @@ def log_loss(p_a: np.ndarray, choice: np.ndarray, weight: np.ndarray | None = No
 
 def expected_calibration_error(p_a: np.ndarray, choice: np.ndarray, weight: np.ndarray | None = None,
                                n_bins: int = 10) -> float | None:
-    """ECE (Guo et al. 2017, eq. 3) of the confidence ``max(p, 1-p)`` on decisive judgments."""
+    """ECE (Naeini et al. 2015; Guo et al. 2017): sum_b |B_b|/n |acc(B_b) - conf(B_b)| of the confidence ``max(p, 1-p)`` on decisive judgments."""
     p_a, choice = _clean_prob(p_a), np.asarray(choice)
     w = _weights(weight, len(choice)) * (choice != 2)
     if w.sum() <= 0:

@@ -5,10 +5,10 @@ Learning from Heterogeneous Preferences" (arXiv:2406.08469):
 
 * A shared projection ``f`` (small MLP) maps a response embedding (optionally with its
   prompt embedding) into a latent preference space.
-* ``pal-a`` (ideal points, PAL eq. 2): K prototype ideal points ``p_k``; annotator u has weights
+* ``pal-a`` (PAL-A, ideal points): K prototype ideal points ``p_k``; annotator u has weights
   ``w_u`` on the simplex and ideal point ``a_u = sum_k w_uk p_k``;
   ``P(a > b | u) = sigmoid(s (||f(b) - a_u||^2 - ||f(a) - a_u||^2))``.
-* ``pal-b`` (mixture of reward functions, PAL eq. 4): K linear reward heads ``r_k = v_k . f``;
+* ``pal-b`` (PAL-B, mixture of reward functions): K linear reward heads ``r_k = v_k . f``;
   ``r_u = sum_k w_uk r_k`` and ``P(a > b | u) = sigmoid(r_u(a) - r_u(b))``.
 * ``btl``: a single Bradley-Terry reward (``pal-b`` with K = 1), the baseline.
 
@@ -86,7 +86,7 @@ class LatentPreferenceNet(nn.Module):
         """Per-prototype scores ``S [n, K]`` so that pair logits are ``w . (S(a) - S(b))``."""
         z = self.proj((feats - self.in_mean) / self.in_scale)
         if self.kind == "pal-a":
-            # -s ||f(x) - p_k||^2 (PAL eq. 2); the scale s > 0 is learned through its log.
+            # -s ||f(x) - p_k||^2 (PAL-A ideal-point distance); the scale s > 0 is learned through its log.
             # Expanded square (not cdist): one small matmul, fast and thread-friendly on CPU.
             p = self.prototypes
             sq = z.pow(2).sum(1, keepdim=True) - 2 * z @ p.T + p.pow(2).sum(1)

@@ -1,21 +1,31 @@
 """Training loop, choice of K and the ``fit`` entry point.
 
 The objective is the (judgment-weighted) negative log-likelihood of PAL (Chen et al. 2024,
-eq. 3 with the ideal-point model of eq. 2 or the reward mixture of eq. 4), using Davidson's tie
+arXiv:2406.08469), ``-sum_i v_i log P(y_i | a_i, b_i, w_{u_i})`` with the PAL-A ideal-point or
+PAL-B reward-mixture model of :mod:`modeling.core.models`, using Davidson's tie
 likelihood when the data contain ties. All parameters - projection, prototypes/heads, scale,
-tie parameter and each annotator's mixture logits - are learned jointly by full-batch Adam on
-frozen embeddings: each step projects every distinct (prompt, response) item once and gathers
-the per-judgment scores by index, which is what makes 100k judgments cheap on a CPU.
+tie parameter and each annotator's mixture logits - are learned jointly by full-batch AdamW
+on frozen embeddings: each step projects every distinct (prompt, response) item once and
+gathers per-judgment scores by index, which keeps 100k judgments cheap on a CPU.
 
-Choice of K (``k="auto"``): fit every K in ``k_range`` on a per-annotator stratified training
-split, measure the mean held-out log-likelihood per judgment, and pick the *smallest* K whose
-held-out log-likelihood is within ``max(k_min_gain, k_se_mult * SE)`` of the best one (SE is
-the standard error of the paired per-judgment difference to the best K). Extra prototypes must
-therefore buy a meaningful and statistically clear gain, so homogeneous annotators get K = 1.
-Every validation fit is early-stopped on the held-out log-likelihood; the final model is
-refitted on all data with the chosen K for the number of epochs that early stopping found.
-With a fixed K (or BTL) the same single validation fit sets the epoch count unless
-``early_stopping=False``.
+Validation split: a per-annotator stratified ``val_fraction`` of the judgments. Every
+validation fit is early-stopped on the held-out log-likelihood (it peaks long before the
+training loss stops falling; running on only makes probabilities overconfident). For K >= 2
+the best of ``n_restarts`` initialisations (by held-out likelihood) is kept, because a mixture
+can settle in a local optimum that merges two groups and splits a third.
+
+Choice of K (``k="auto"``): fit K = 1, 2, ... in ``k_range`` and pick the *smallest* K whose
+mean held-out log-likelihood per judgment is within ``max(k_min_gain, k_se_mult * SE)`` of the
+best one (SE: standard error of the paired per-judgment difference to the best K). Extra
+prototypes must buy a meaningful and statistically clear gain, so homogeneous annotators get
+K = 1. The sweep stops early once ``k_patience`` consecutive K fail to improve on the best so
+far by ``k_min_gain``.
+
+Final model (``refit="warm"``, default): the chosen validation fit is fine-tuned on all
+judgments for ``refit_fraction`` of its early-stopped epoch count at half the learning rate,
+so it keeps the optimum found under validation. ``refit="scratch"`` retrains from a fresh
+initialisation for the early-stopped epoch count. With a fixed K (or BTL) the same single
+validation fit happens unless ``early_stopping=False`` (then: ``epochs`` on all data).
 """
 
 from __future__ import annotations
@@ -32,8 +42,8 @@ import torch
 from . import metrics as M
 from .data import CHOICE_TIE, PreferenceData, check_sufficient, unique_items, validation_split
 from .embeddings import DEFAULT_EMBEDDING_MODEL
-from .likelihood import choice_log_prob
 from .models import KINDS, LatentPreferenceNet, RewardModel
+from .optim import AdamW, cosine_scale, judgment_tensors, log_lik, pair_logits
 
 ProgressCallback = Callable[[float, str], None]
 # Below this many judgments a CPU fit runs on one thread: a full-batch step then takes about a
@@ -43,12 +53,12 @@ SINGLE_THREAD_BELOW: int = 20_000
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of :func:`fit`.
+    """Hyper-parameters of :func:`fit` (rules for K, early stopping and refit: module docstring).
 
     ``k`` is an int or ``"auto"`` (ignored for ``btl``, which always has K = 1). ``device``
     ``None`` picks CUDA when available, else CPU. ``num_threads`` ``None`` uses one CPU thread
     below ``SINGLE_THREAD_BELOW`` judgments and torch's default above; the process-wide torch
-    thread count is restored when :func:`fit` returns.
+    thread count (and RNG state) is restored when :func:`fit` returns.
     """
 
     kind: str = "pal-a"
@@ -66,11 +76,15 @@ class TrainConfig:
     spread_penalty: float = 1e-3
     annotator_l2: float = 1e-3
     val_fraction: float = 0.2
-    k_min_gain: float = 0.005
+    k_min_gain: float = 0.01
     k_se_mult: float = 1.0
+    k_patience: int = 2
+    n_restarts: int = 2
     early_stopping: bool = True
     eval_every: int = 5
     patience: int = 8
+    refit: str = "warm"
+    refit_fraction: float = 0.5
     min_val_judgments: int = 50
     seed: int = 0
     device: str | None = None
@@ -100,107 +114,70 @@ def pick_device(device: str | None) -> str:
 
 
 @dataclass
-class _Tensors:
-    """Judgments as device tensors indexed into the distinct items."""
-
-    items: torch.Tensor
-    ia: torch.Tensor
-    ib: torch.Tensor
-    ann: torch.Tensor
-    choice: torch.Tensor
-    weight: torch.Tensor
-
-
-def _to_tensors(data: PreferenceData, net: LatentPreferenceNet, device: str) -> _Tensors:
-    """Distinct (prompt, response) items of the judgments and per-judgment index tensors."""
-    n = len(data)
-    prompts = None
-    if net.use_prompt and data.prompt_idx is not None:
-        prompts = np.concatenate([data.prompt_idx, data.prompt_idx])
-    item_p, item_r, inv = unique_items(prompts, np.concatenate([data.a_idx, data.b_idx]))
-    x = torch.from_numpy(data.X).to(device)
-    resp = x[torch.from_numpy(item_r).to(device)]
-    prm = None
-    if net.use_prompt:
-        prm = torch.zeros_like(resp)
-        has = item_p >= 0
-        if has.any():
-            prm[torch.from_numpy(np.flatnonzero(has)).to(device)] = x[torch.from_numpy(item_p[has]).to(device)]
-    inv_t = torch.from_numpy(inv).to(device)
-    return _Tensors(
-        items=net.features(resp, prm),
-        ia=inv_t[:n], ib=inv_t[n:],
-        ann=torch.from_numpy(data.annotator_idx).to(device),
-        choice=torch.from_numpy(data.choice).to(device),
-        weight=torch.from_numpy(data.weight).to(device),
-    )
-
-
-def _pair_logits(net: LatentPreferenceNet, theta: torch.Tensor, t: _Tensors, k: int) -> torch.Tensor:
-    """Per-judgment logits ``sum_k w_uk (S_k(a) - S_k(b))`` from per-item scores, gathered by index."""
-    s = net.scores(t.items)
-    # index_select: its backward is an index_add, cheaper on CPU than advanced indexing.
-    d = s.index_select(0, t.ia) - s.index_select(0, t.ib)
-    return (d * torch.softmax(theta, 1).index_select(0, t.ann)).sum(1) if k > 1 else d[:, 0]
-
-
-@dataclass
 class _Run:
-    """One training run: the network, annotator logits, history and early-stopping outcome."""
+    """One training run: network, annotator logits, history and early-stopping outcome."""
 
     net: LatentPreferenceNet
     theta: torch.Tensor
     history: list[dict[str, float]]
     epochs: int
     val_ll: np.ndarray | None = None
+    best_val_ll: float = -math.inf
 
 
 def _train_once(data: PreferenceData, kind: str, k: int, cfg: TrainConfig, device: str, seed: int,
                 progress: Callable[[float], None] | None = None, val: PreferenceData | None = None,
-                max_epochs: int | None = None) -> _Run:
-    """Jointly fit network and annotator logits by full-batch AdamW (PAL eq. 3 objective).
+                max_epochs: int | None = None, init: _Run | None = None, lr_scale: float = 1.0,
+                horizon: int | None = None) -> _Run:
+    """Jointly fit network and annotator logits by full-batch AdamW (the PAL likelihood).
 
-    With ``val``, the held-out log-likelihood is checked every ``cfg.eval_every`` epochs and
-    training stops after ``cfg.patience`` checks without improvement, restoring the best
-    state (early stopping: held-out likelihood peaks long before the training loss does, and
-    running on only makes the probabilities overconfident). ``max_epochs`` truncates the run
-    while keeping the learning-rate schedule of a ``cfg.epochs`` run, so a refit on all data
-    can repeat the step count that early stopping found.
+    With ``val``: early stopping on the held-out log-likelihood, checked every
+    ``cfg.eval_every`` epochs, stopping after ``cfg.patience`` checks without improvement and
+    restoring the best state. ``max_epochs`` caps the run; the cosine learning-rate schedule
+    spans ``horizon`` epochs (default ``cfg.epochs``, so a capped refit repeats the first
+    ``max_epochs`` steps of an uncapped run). ``init`` warm-starts from a previous run.
     """
     torch.manual_seed(seed)  # fit() restores the caller's RNG state afterwards
     net = LatentPreferenceNet(kind, data.X.shape[1], k, cfg.hidden_dim, cfg.latent_dim, cfg.use_prompt,
                               cfg.dropout).to(device)
-    theta = (0.01 * torch.randn(max(data.n_annotators, 1), k)).to(device).requires_grad_(k > 1)
-    t = _to_tensors(data, net, device)
-    net.set_input_stats(t.items, cfg.standardize)
-    vt = None if val is None else _to_tensors(val, net, device)
-    ties = data.has_ties
-    log_nu = (lambda: net.log_nu) if ties else (lambda: None)  # noqa: E731
+    theta = (0.01 * torch.randn(max(data.n_annotators, 1), k)).to(device)
+    t = judgment_tensors(data, net, device, theta.shape[0])
+    if init is not None:
+        net.load_state_dict(init.net.state_dict())  # keeps the input statistics of the first fit
+        theta = init.theta.detach().clone().to(device)
+    else:
+        net.set_input_stats(t.items, cfg.standardize)
+        if data.has_ties:
+            # Davidson's nu from the tie rate as if every pair were even (P(tie) = nu / (2 + nu)):
+            # starting near the answer matters because early stopping leaves few steps.
+            tau = float((data.choice == CHOICE_TIE).mean())
+            with torch.no_grad():
+                net.log_nu.fill_(math.log(max(2 * tau / max(1 - tau, 1e-6), 1e-4)))
+    theta.requires_grad_(k > 1)
+    vt = None if val is None else judgment_tensors(val, net, device, theta.shape[0])
+    ties = data.has_ties or (val is not None and val.has_ties)
     wsum = t.weight.sum().clamp_min(1e-12)
     net_params = [p for n_, p in net.named_parameters() if n_ != "log_nu" or ties]
-    groups = [{"params": net_params, "lr": cfg.lr, "weight_decay": cfg.weight_decay}]
+    groups = [{"params": net_params, "lr": cfg.lr * lr_scale, "weight_decay": cfg.weight_decay}]
     if k > 1:
-        groups.append({"params": [theta], "lr": cfg.annotator_lr, "weight_decay": 0.0})
-    opt = torch.optim.AdamW(groups)
+        groups.append({"params": [theta], "lr": cfg.annotator_lr * lr_scale, "weight_decay": 0.0})
+    opt = AdamW(groups)
+    n_epochs = max(1, min(cfg.epochs, max_epochs or cfg.epochs))
     # Cosine decay: large early steps to find the groups, small late ones to settle the fit.
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs, eta_min=0.05 * cfg.lr)
-    n_epochs = min(cfg.epochs, max_epochs or cfg.epochs)
+    horizon = horizon or cfg.epochs
     history: list[dict[str, float]] = []
     best: tuple[float, int, dict, torch.Tensor, np.ndarray] | None = None
-    since_best = 0
+    since_best, epoch = 0, 0
     eval_every = max(1, cfg.eval_every if vt is not None else n_epochs // 20)
-    epoch = 0
     net.train()
     for epoch in range(1, n_epochs + 1):
-        opt.zero_grad(set_to_none=True)
-        ll = choice_log_prob(_pair_logits(net, theta, t, k), t.choice, log_nu())
-        nll = -(ll * t.weight).sum() / wsum
+        opt.zero_grad()
+        nll = -(log_lik(pair_logits(net, theta, t, k), t, net.log_nu if ties else None) * t.weight).sum() / wsum
         loss = nll
         if k > 1:
             loss = loss + cfg.spread_penalty * net.prototype_spread() + cfg.annotator_l2 * theta.pow(2).mean()
         loss.backward()
-        opt.step()
-        sched.step()
+        opt.step(cosine_scale(epoch - 1, horizon))
         if epoch % eval_every and epoch != n_epochs:
             continue
         entry = {"epoch": float(epoch), "nll": float(nll.detach())}
@@ -211,11 +188,11 @@ def _train_once(data: PreferenceData, kind: str, k: int, cfg: TrainConfig, devic
             continue
         net.eval()
         with torch.no_grad():
-            vlogit = _pair_logits(net, theta, vt, k)
-            vll = choice_log_prob(vlogit, vt.choice, log_nu())
+            vlogit = pair_logits(net, theta, vt, k)
+            vll = log_lik(vlogit, vt, net.log_nu if ties else None)
             entry["val_ll"] = float((vll * vt.weight).sum() / vt.weight.sum().clamp_min(1e-12))
-            decisive = vt.choice != 2
-            entry["val_acc"] = float((((vlogit < 0) == (vt.choice == 1)) & decisive).sum() / decisive.sum().clamp_min(1))
+            decisive = ~vt.tie
+            entry["val_acc"] = float((((vlogit < 0) == (vt.sign < 0)) & decisive).sum() / decisive.sum().clamp_min(1))
         net.train()
         if best is None or entry["val_ll"] > best[0] + 1e-5:
             state = {n_: v.detach().clone() for n_, v in net.state_dict().items()}
@@ -226,12 +203,12 @@ def _train_once(data: PreferenceData, kind: str, k: int, cfg: TrainConfig, devic
             if since_best >= cfg.patience:
                 break
     net.eval()
+    if progress is not None:
+        progress(1.0)
     if best is None:
         return _Run(net, theta.detach(), history, epoch)
     net.load_state_dict(best[2])
-    if progress is not None:
-        progress(1.0)
-    return _Run(net, best[3], history, best[1], best[4])
+    return _Run(net, best[3], history, best[1], best[4], best[0])
 
 
 def _weights_np(theta: torch.Tensor) -> np.ndarray:
@@ -265,43 +242,60 @@ def evaluate(model: RewardModel, data: PreferenceData, weights: np.ndarray | Non
                        annotator_group=group)
 
 
+def _paired_se(diff: np.ndarray, w: np.ndarray) -> float:
+    """Standard error of the weighted mean of per-judgment log-likelihood differences."""
+    mean = np.average(diff, weights=w)
+    return math.sqrt(float(np.average((diff - mean) ** 2, weights=w)) / max(len(diff), 1))
+
+
 def select_k(data: PreferenceData, cfg: TrainConfig, device: str, ks: list[int] | None = None,
              progress: Callable[[float, str], None] | None = None) -> dict[str, Any]:
-    """Held-out log-likelihood for each K (early-stopped), the chosen K and its epoch count.
+    """Early-stopped validation fits for each K, and the chosen K (rule: module docstring).
 
-    Rule (module docstring): the smallest K whose mean held-out log-likelihood per judgment
-    is within ``max(k_min_gain, k_se_mult * SE)`` of the best K's.
+    Returns a dict with ``k``, ``epochs`` (early-stopped epoch count of the chosen fit),
+    ``val_ll`` (mean held-out log-likelihood per K), ``run`` (the chosen validation fit, or
+    ``None`` when there are too few judgments to validate) and bookkeeping.
     """
     lo, hi = cfg.k_range
     ks = ks or list(range(max(1, lo), max(lo, hi) + 1))
     tr_idx, va_idx = validation_split(data, cfg.val_fraction, cfg.seed)
     if len(va_idx) < cfg.min_val_judgments or len(tr_idx) < 10:
-        return {"k": min(ks), "epochs": cfg.epochs, "val_ll": {},
+        return {"k": min(ks), "epochs": cfg.epochs, "val_ll": {}, "run": None,
                 "reason": f"only {len(va_idx)} validation judgments (< {cfg.min_val_judgments}): "
                           f"K={min(ks)}, no early stopping"}
     train, val = data.subset(tr_idx), data.subset(va_idx)
     vw = val.weight.astype(np.float64)
     vw = vw if vw.sum() > 0 else np.ones_like(vw)
-    lls: dict[int, np.ndarray] = {}
-    epochs: dict[int, int] = {}
-    for i, k in enumerate(ks):
-        def sub(f: float, i: int = i, k: int = k) -> None:
-            if progress is not None:
-                progress((i + f) / len(ks), f"validation fit, K={k}")
-        run = _train_once(train, cfg.kind, k, cfg, device, cfg.seed + 1000 * k, sub, val=val)
-        lls[k], epochs[k] = run.val_ll, run.epochs
-    mean = {k: float((v * vw).sum() / vw.sum()) for k, v in lls.items()}
+    runs: dict[int, _Run] = {}
+    mean: dict[int, float] = {}
+    fits = [(k, r) for k in ks for r in range(cfg.n_restarts if k > 1 else 1)]
+    done, best_so_far, stale = 0, -math.inf, 0
+    for k in ks:
+        for r in range(cfg.n_restarts if k > 1 else 1):
+            def sub(f: float, done: int = done, k: int = k) -> None:
+                if progress is not None:
+                    progress((done + f) / len(fits), f"validation fit, K={k}")
+            run = _train_once(train, cfg.kind, k, cfg, device, cfg.seed + 1000 * k + 17 * r, sub, val=val)
+            done += 1
+            if k not in runs or run.best_val_ll > runs[k].best_val_ll:
+                runs[k] = run
+        mean[k] = float((runs[k].val_ll * vw).sum() / vw.sum())
+        stale = stale + 1 if mean[k] < best_so_far + cfg.k_min_gain else 0
+        best_so_far = max(best_so_far, mean[k])
+        if len(ks) > 1 and stale >= cfg.k_patience:
+            break  # larger K keep failing to help: stop the sweep (we prefer small K anyway)
     best = max(mean, key=mean.get)
     chosen, tol_used = best, 0.0
-    for k in ks:
-        diff = lls[best] - lls[k]
-        se = math.sqrt(float(np.average((diff - np.average(diff, weights=vw)) ** 2, weights=vw)) / len(diff))
-        tol = max(cfg.k_min_gain, cfg.k_se_mult * se)
+    for k in mean:
+        tol = max(cfg.k_min_gain, cfg.k_se_mult * _paired_se(runs[best].val_ll - runs[k].val_ll, vw))
         if mean[k] >= mean[best] - tol:
             chosen, tol_used = k, tol
             break
-    return {"k": chosen, "best_k": best, "tolerance": tol_used, "epochs": epochs[chosen],
-            "val_ll": {str(k): v for k, v in mean.items()}, "val_epochs": {str(k): v for k, v in epochs.items()},
+    if progress is not None:
+        progress(1.0, f"chose K={chosen}")
+    return {"k": chosen, "best_k": best, "tolerance": tol_used, "epochs": runs[chosen].epochs, "run": runs[chosen],
+            "val_ll": {str(k): v for k, v in mean.items()},
+            "val_epochs": {str(k): r.epochs for k, r in runs.items()},
             "n_train": len(train), "n_val": len(val),
             "reason": "smallest K within max(k_min_gain, k_se_mult*SE) of the best held-out log-likelihood"}
 
@@ -312,11 +306,13 @@ def fit(data: PreferenceData, config: TrainConfig | None = None,
 
     Raises :class:`~modeling.core.data.InsufficientDataError` with fewer than 10 judgments or
     no decisive (non-tie) judgment. ``progress_callback(fraction, message)`` is called
-    throughout (fraction in [0, 1]).
+    throughout with non-decreasing fractions in [0, 1].
     """
     cfg = config or TrainConfig()
     if cfg.kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {cfg.kind!r}")
+    if cfg.refit not in ("warm", "scratch"):
+        raise ValueError(f"refit must be 'warm' or 'scratch', got {cfg.refit!r}")
     check_sufficient(data)
     device = pick_device(cfg.device)
     threads_before = torch.get_num_threads()
@@ -333,10 +329,12 @@ def fit(data: PreferenceData, config: TrainConfig | None = None,
 def _fit(data: PreferenceData, cfg: TrainConfig, device: str, progress_callback: ProgressCallback | None) -> FitResult:
     """Body of :func:`fit` once the data are checked and the device and threads are set."""
     start = time.perf_counter()
+    last = [0.0]
 
     def report(fraction: float, message: str) -> None:
+        last[0] = max(last[0], float(min(max(fraction, 0.0), 1.0)))
         if progress_callback is not None:
-            progress_callback(float(min(max(fraction, 0.0), 1.0)), message)
+            progress_callback(last[0], message)
 
     report(0.0, "starting")
     if cfg.kind == "btl":
@@ -348,27 +346,33 @@ def _fit(data: PreferenceData, cfg: TrainConfig, device: str, progress_callback:
             raise ValueError("k must be >= 1")
         ks = [int(cfg.k)]
     selection: dict[str, Any] = {}
-    share = 0.0
+    share, init = 0.0, None
     if len(ks) > 1 or cfg.early_stopping:
-        share = len(ks) / (len(ks) + 1)
+        share = 0.85
         selection = select_k(data, cfg, device, ks, lambda f, m: report(share * f, m))
-        k, epochs = int(selection["k"]), int(selection["epochs"])
+        k, epochs, init = int(selection["k"]), int(selection["epochs"]), selection.pop("run")
     else:
         k, epochs = ks[0], cfg.epochs
-    run = _train_once(data, cfg.kind, k, cfg, device, cfg.seed,
-                      lambda f: report(share + (1 - share) * f, f"training K={k} on all data"), max_epochs=epochs)
-    net, theta, history = run.net, run.theta, run.history
-    weights = _weights_np(theta) if k > 1 else np.ones((data.n_annotators, 1))
+
+    def final_progress(f: float) -> None:
+        report(share + (1 - share) * f, f"training K={k} on all judgments")
+
+    if init is not None and cfg.refit == "warm":
+        ft_epochs = max(cfg.eval_every, int(math.ceil(cfg.refit_fraction * epochs)))
+        run = _train_once(data, cfg.kind, k, cfg, device, cfg.seed, final_progress, max_epochs=ft_epochs,
+                          init=init, lr_scale=0.5, horizon=ft_epochs)
+    else:
+        run = _train_once(data, cfg.kind, k, cfg, device, cfg.seed, final_progress, max_epochs=epochs)
+    weights = _weights_np(run.theta) if k > 1 else np.ones((data.n_annotators, 1))
     ids = data.annotator_ids if data.annotator_ids is not None else list(range(data.n_annotators))
-    model = RewardModel(net, annotator_weights=weights, annotator_ids=ids, embedding_model=cfg.embedding_model,
+    model = RewardModel(run.net, annotator_weights=weights, annotator_ids=ids, embedding_model=cfg.embedding_model,
                         uses_ties=data.has_ties, config={**asdict(cfg), "k": k, "device": device}, device=device)
     train_metrics = evaluate(model, data)
-    elapsed = time.perf_counter() - start
     report(1.0, "done")
     return FitResult(
         model=model,
         metrics={"train": train_metrics, "n_judgments": len(data), "n_ties": int((data.choice == CHOICE_TIE).sum()),
                  "selection_val_ll": selection.get("val_ll", {})},
-        k=k, annotator_weights=weights, history=history, k_selection=selection, device=device,
-        train_seconds=elapsed,
+        k=k, annotator_weights=weights, history=run.history, k_selection=selection, device=device,
+        train_seconds=time.perf_counter() - start,
     )

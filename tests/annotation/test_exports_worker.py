@@ -68,7 +68,7 @@ def test_celery_worker_runs_an_export_job_to_completion(researcher, tmp_path) ->
     )
     try:
         # Sent by name through a separate client, as a web process on another machine would.
-        Celery("polyphony-test-client", broker=REDIS_URL).send_task(
+        Celery("polyphony-test-client", broker=REDIS_URL, set_as_current=False).send_task(
             "annotation.tasks.export_run", args=[job.pk], queue="default"
         )
         deadline = time.monotonic() + 90

@@ -128,7 +128,11 @@ def test_unseen_annotator_adaptation_beats_population_mixture(method: str) -> No
         elapsed = time.perf_counter() - t0
         assert elapsed < 0.1, f"adaptation took {elapsed * 1000:.1f} ms"
         assert w.shape == (2,) and w.sum() == pytest.approx(1.0)
-        acc = lambda ww: float(((model.prob_pairs(X[a[8:]], X[b[8:]], ww) >= 0.5) == (choice[8:] == 0)).mean())  # noqa: E731
+        held_a, held_b, held_choice = X[a[8:]], X[b[8:]], choice[8:]
+
+        def acc(ww: np.ndarray, held_a=held_a, held_b=held_b, held_choice=held_choice) -> float:
+            return float(((model.prob_pairs(held_a, held_b, ww) >= 0.5) == (held_choice == 0)).mean())
+
         gains.append(acc(w) - acc(model.population_weights))
     assert min(gains) > 0.1, gains
     np.testing.assert_allclose(model.adapt_annotator(X[:0], X[:0], []), model.population_weights)
@@ -190,7 +194,7 @@ def test_progress_callback_and_result_fields() -> None:
     res = fit(data, TrainConfig(kind="pal-b", k="auto", k_range=(1, 2), **FAST), progress_callback=lambda f, m: calls.append((f, m)))
     fractions = [f for f, _ in calls]
     assert fractions[0] == 0.0 and fractions[-1] == 1.0
-    assert all(b >= a for a, b in zip(fractions, fractions[1:]))
+    assert all(b >= a for a, b in zip(fractions, fractions[1:], strict=False))
     assert res.device == "cpu" and res.model.config["device"] == "cpu"
     assert res.train_seconds > 0 and res.history
 

@@ -63,7 +63,7 @@ def test_a_celery_worker_aggregates_a_study(tmp_path) -> None:
     )
     try:
         # Sent by name, as the web process's vote hook does through its own app.
-        Celery("polyphony-test-client", broker=REDIS_URL).send_task(
+        Celery("polyphony-test-client", broker=REDIS_URL, set_as_current=False).send_task(
             "modeling.moral_tasks.moral_graph_aggregate", args=[study.pk], queue="default"
         )
         deadline = time.monotonic() + 90
