@@ -75,7 +75,7 @@ class LatentPreferenceNet(nn.Module):
 
     @torch.no_grad()
     def set_input_stats(self, feats: torch.Tensor, standardize: bool = True) -> None:
-        """Record the mean and (pooled) scale of the training features for standardisation."""
+        """Record the per-dimension mean and standard deviation of the training features."""
         self.in_mean.copy_(feats.mean(0))
         if standardize:
             self.in_scale.copy_(feats.std(0).clamp_min(1e-4))

@@ -369,6 +369,11 @@ def _fit(data: PreferenceData, cfg: TrainConfig, device: str, progress_callback:
     else:
         run = _train_once(data, cfg.kind, k, cfg, device, cfg.seed, final_progress, max_epochs=epochs)
     weights = _weights_np(run.theta) if k > 1 else np.ones((data.n_annotators, 1))
+    counts = np.bincount(data.annotator_idx, minlength=data.n_annotators)
+    if k > 1 and (counts == 0).any() and (counts > 0).any():
+        # Annotators listed without judgments keep their random initial weights otherwise; give
+        # them the population mixture so they neither distort it nor pose as a group.
+        weights[counts == 0] = weights[counts > 0].mean(0)
     ids = data.annotator_ids if data.annotator_ids is not None else list(range(data.n_annotators))
     model = RewardModel(run.net, annotator_weights=weights, annotator_ids=ids, embedding_model=cfg.embedding_model,
                         uses_ties=data.has_ties, config={**asdict(cfg), "k": k, "device": device}, device=device)

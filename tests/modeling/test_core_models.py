@@ -206,3 +206,13 @@ def test_core_does_not_import_django() -> None:
             "assert not bad, bad")
     root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, "-c", code], cwd=root, check=True)
+
+
+def test_annotator_without_judgments_gets_the_population_mixture() -> None:
+    data, _, _ = planted_world(9, n_ann=10, per_ann=40)
+    listed = PreferenceData(X=data.X, a_idx=data.a_idx, b_idx=data.b_idx, annotator_idx=data.annotator_idx,
+                            choice=data.choice, annotator_ids=[*data.annotator_ids, "silent"])
+    res = fit(listed, TrainConfig(kind="pal-b", k=2, **FAST))
+    assert res.annotator_weights.shape == (11, 2)
+    np.testing.assert_allclose(res.model.weights_for("silent"), res.annotator_weights[:10].mean(0))
+    np.testing.assert_allclose(res.model.weights_for("never-seen"), res.model.population_weights)
