@@ -18,6 +18,7 @@ from elicitation.models import Study
 
 RULE_ATTENTION = "attention_below"
 RULE_FLAGGED = "flagged"
+RULE_TOO_FAST = "too_fast"
 MAX_REASON_CHARS = 300
 
 

@@ -6,9 +6,14 @@ Usage (from the repository root; needs the PostgreSQL server of DATABASE_URL's h
 
 It creates a fresh database, migrates it, seeds one study (50 prompts × 6 responses = 750 pairs;
 three latent groups of 60/30/10 % of the participants that rank the responses differently; 3 %
-random clickers; 2 % failing their attention checks; a country attribute tied to the group and an
-age attribute that is not), times `study_analytics_compute`, then times each dashboard page through
-the Django test client (warm: the second of three requests) and counts its queries.
+random clickers; 2 % failing their attention checks; 2 % answering in about half a second; a
+country attribute tied to the group and an age attribute that is not), times
+`study_analytics_compute`, then times each dashboard page through the Django test client (the
+median of three requests) and counts its queries.
+
+With `--with-model` it then trains a three-group PAL-A reward model on the study through the
+training service (in this process, CPU) and times the analysis again: groups and the group map
+then come from the model's weights instead of the latent-class EM.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -70,13 +77,14 @@ def seed(*, participants: int, judgments: int, seed: int = 0) -> int:
         group = 0 if i < 0.6 * participants else (1 if i < 0.9 * participants else 2)
         random_clicker = rng.random() < 0.03
         careless = rng.random() < 0.02
+        fast = not (random_clicker or careless) and rng.random() < 0.02
         country = ["UK", "US", "IN"][group] if rng.random() < 0.8 else rng.choice(["UK", "US", "IN"])
-        kind = "random" if random_clicker else ("careless" if careless else f"g{group}")
+        kind = "random" if random_clicker else ("careless" if careless else ("fast" if fast else f"g{group}"))
         participant = Participant.objects.create(
             study=study, external_id=f"p{i}-{kind}", source="pid", consented_at=now,
             attributes={"country": country, "age": rng.choice(["18-34", "35-54", "55+"])},
         )
-        speed = rng.lognormvariate(2.2, 0.3)
+        speed = rng.lognormvariate(-0.7, 0.2) if fast else rng.lognormvariate(2.2, 0.3)
         for n, pair in enumerate(rng.sample(pool, per_participant)):
             first, second = (pair.response_a, pair.response_b) if rng.random() < 0.5 else (pair.response_b, pair.response_a)
             if random_clicker:
@@ -98,34 +106,12 @@ def seed(*, participants: int, judgments: int, seed: int = 0) -> int:
     return study.pk
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--participants", type=int, default=200)
-    parser.add_argument("--judgments", type=int, default=20_000)
-    parser.add_argument("--database", default="polyphony_bench_h9")
-    args = parser.parse_args()
-
-    os.environ["DATABASE_URL"] = database_recreate(name=args.database)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.core.management import call_command
+def analyse(*, study_id: int) -> None:
+    """Compute the analysis once, print what it found, then time every page three times."""
+    from django.contrib.auth import get_user_model
     from django.db import connection
     from django.test import Client
-    from django.test.utils import CaptureQueriesContext, setup_test_environment
-
-    setup_test_environment()
-    settings.ALLOWED_HOSTS = ["*"]
-    call_command("migrate", verbosity=0)
-    t0 = time.perf_counter()
-    study_id = seed(participants=args.participants, judgments=args.judgments)
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE")
-    print(f"seeded in {time.perf_counter() - t0:.1f} s")
-
-    from django.contrib.auth import get_user_model
+    from django.test.utils import CaptureQueriesContext
 
     from modeling.analytics_services import study_analytics_compute
 
@@ -138,35 +124,49 @@ def main() -> int:
     for at, message in stages:
         print(f"  {at - previous:6.2f} s before '{message}'")
         previous = at
+    print(f"  {compute_s - previous:6.2f} s drawing figures and storing")
     data = snapshot.data
     print(f"compute: {compute_s:.2f} s for {data['counts']['judgments']} preference judgments, "
-          f"{data['counts']['participants']} participants, K = {data['k']}, "
+          f"{data['counts']['participants']} participants, K = {data['k']} from {data['group_source']}, "
+          f"map from {data['map_source']} ({data['map_kind']}), "
           f"{sum(1 for p in data['participants'] if p['flags'])} flagged; snapshot data "
           f"{len(str(data)) / 1e6:.2f} MB, figures {sum(map(len, snapshot.plots.values())) / 1e6:.2f} MB")
 
-    # Flags by planted kind: random clickers and careless participants should be flagged, the
-    # members of the small (10 %) group should not.
-    by_kind: dict[str, list[int]] = {}
+    # Flags by planted kind: random clickers, careless and fast participants should be flagged,
+    # the members of the small (10 %) group g2 should not.
+    by_kind: dict[str, list[dict]] = {}
     for p in data["participants"]:
-        kind = p["external_id"].split("-")[1]
-        by_kind.setdefault(kind, [0, 0])
-        by_kind[kind][0] += 1
-        by_kind[kind][1] += bool(p["flags"])
-    print("flagged / planted: " + ", ".join(f"{kind} {f}/{n}" for kind, (n, f) in sorted(by_kind.items())))
-    flag_counts: dict[str, int] = {}
-    for p in data["participants"]:
-        for flag in p["flags"]:
-            flag_counts[flag] = flag_counts.get(flag, 0) + 1
-    print(f"flags: {flag_counts}")
+        by_kind.setdefault(p["external_id"].split("-")[1], []).append(p)
+    for kind, rows in sorted(by_kind.items()):
+        reliability = sorted(p["reliability"] for p in rows if p["reliability"] is not None)
+        flags: dict[str, int] = {}
+        for p in rows:
+            for flag in p["flags"]:
+                flags[flag] = flags.get(flag, 0) + 1
+        spread = (f"reliability {reliability[0]:.2f}-{reliability[-1]:.2f} (median "
+                  f"{statistics.median(reliability):.2f})" if reliability else "no reliability")
+        print(f"  {kind}: {sum(1 for p in rows if p['flags'])}/{len(rows)} flagged {flags or ''}; {spread}")
+    from modeling.core.metrics import adjusted_rand_index
+
+    members = [p for p in data["participants"] if p["external_id"].split("-")[1] in ("g0", "g1", "g2")]
+    truth = np.array([int(p["external_id"].split("-")[1][1]) for p in members])
+    shown = adjusted_rand_index(truth, np.array([p["group"] for p in members]))
+    refit = adjusted_rand_index(truth, np.array([p["reliability_group"] for p in members]))
+    print(f"groups vs planted (g0-g2 members): ARI {shown:.3f} as shown, {refit:.3f} as used for reliability "
+          f"({data['regrouped']} participants regrouped)")
     overall = data["agreement"]["overall"]
     print(f"alpha overall {overall['alpha']:.3f} [{overall['low']:.3f}, {overall['high']:.3f}]; within groups "
-          + ", ".join(f"{g['alpha']:.3f}" for g in data["agreement"]["groups"] if g["alpha"] is not None))
+          + ", ".join(f"{g['alpha']:.3f} (n={next(x['size'] for x in data['groups'] if x['group'] == g['group'])})"
+                      for g in data["agreement"]["groups"] if g["alpha"] is not None))
+    print("association: " + ", ".join(f"{a['attribute']} V={a['v']:.2f} p={a['p']:.2g}" for a in data["association"]))
 
     client = Client()
     client.force_login(get_user_model().objects.get(username="bench"))
+    first_prompt = data["rankings"][0]["prompt_id"]
     for path in ("/studies/insight-bench/insight/", "/studies/insight-bench/insight/quality/",
                  "/studies/insight-bench/insight/rankings/", "/api/v1/studies/insight-bench/analytics",
-                 "/studies/insight-bench/insight/plots/map.png"):
+                 "/studies/insight-bench/insight/plots/map.png",
+                 f"/api/v1/studies/insight-bench/analytics/plots/ranking--{first_prompt}.svg"):
         timings = []
         for _ in range(3):
             with CaptureQueriesContext(connection) as queries:
@@ -177,6 +177,50 @@ def main() -> int:
         size = len(response.content)
         print(f"GET {path}: median {statistics.median(timings) * 1000:.0f} ms, {len(queries)} queries, "
               f"{size / 1e3:.0f} kB")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--participants", type=int, default=200)
+    parser.add_argument("--judgments", type=int, default=20_000)
+    parser.add_argument("--database", default="polyphony_bench_h9")
+    parser.add_argument("--with-model", action="store_true", help="then train a K = 3 PAL-A model and re-time")
+    args = parser.parse_args()
+
+    os.environ["DATABASE_URL"] = database_recreate(name=args.database)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connection
+    from django.test.utils import setup_test_environment
+
+    setup_test_environment()
+    settings.ALLOWED_HOSTS = ["*"]
+    call_command("migrate", verbosity=0)
+    t0 = time.perf_counter()
+    study_id = seed(participants=args.participants, judgments=args.judgments)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")
+    print(f"seeded in {time.perf_counter() - t0:.1f} s")
+
+    from elicitation.models import Study
+
+    analyse(study_id=study_id)
+    if args.with_model:
+        import tempfile
+
+        from modeling.services import training_run_execute, training_run_request
+
+        settings.MEDIA_ROOT = tempfile.mkdtemp(prefix="bench-analytics-media-")  # the model folder goes here
+        t0 = time.perf_counter()
+        run, _ = training_run_request(study=Study.objects.get(pk=study_id), kind="pal-a", groups=3, enqueue=False)
+        run = training_run_execute(run_id=run.pk)
+        assert run.status == "done", run.error
+        print(f"\ntrained PAL-A K = 3 in {time.perf_counter() - t0:.1f} s (run {run.pk}); analysing again")
+        analyse(study_id=study_id)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     return 0
 

@@ -12,6 +12,7 @@ import logging
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -180,16 +181,19 @@ def _analytics_data(*, study_id: int, report: Progress) -> tuple[dict[str, Any],
 
     report(0.2, "finding latent groups")
     run = training_run_current(study=study)
-    labels, theta, source, k_selection = _groups(j=j, run=run, participants=participants, fit_mask=fit_mask)
+    groups = _groups(j=j, run=run, participants=participants, fit_mask=fit_mask)
+    labels, theta, source = groups.labels, groups.theta, groups.source
     k = theta.shape[1]
 
     report(0.35, "quality")
-    within, overall, n_informative = core.loo_agreement(j, labels=labels, k=k)
+    reliability_labels = _reliability_groups(j=j, groups=groups, fit_mask=fit_mask)
+    reliability = core.group_reliability_em(j, labels=reliability_labels, k=k, fit_mask=fit_mask)
+    within, overall, _ = core.loo_agreement(j, labels=labels, k=k)
     consistency = core.self_consistency(j)
     medians = np.array([statistics.median(d) if d else np.nan for d in durations])
     time_z = core.time_robust_z(medians)
-    features = core.group_agreement_features(j, theta)
-    coords, explained = core.map_coordinates(features)
+    group_map = _map(j=j, groups=groups)
+    coords = group_map.pop("coords")
     n_judged = np.bincount(j.annotator, minlength=n_part)
 
     participant_data = []
@@ -198,7 +202,8 @@ def _analytics_data(*, study_id: int, report: Progress) -> tuple[dict[str, Any],
         flags = []
         if rate is not None and rate < ATTENTION_MIN:
             flags.append("attention")
-        if n_informative[i] >= RELIABILITY_MIN_EVIDENCE and within[i] < RELIABILITY_MIN:
+        if (reliability.evidence[i] >= RELIABILITY_MIN_EVIDENCE and np.isfinite(reliability.reliability[i])
+                and reliability.reliability[i] < RELIABILITY_MIN):
             flags.append("unreliable")
         if np.isfinite(consistency[i]) and consistency[i] < CONSISTENCY_MIN:
             flags.append("inconsistent")
@@ -210,8 +215,10 @@ def _analytics_data(*, study_id: int, report: Progress) -> tuple[dict[str, Any],
             "id": pk, "external_id": external_id, "group": int(labels[i]) if n_judged[i] else None,
             "excluded": pk in excluded, "judgments": int(n_judged[i]),
             "attention_checks": int(checks[i]), "attention_rate": _num(rate),
-            "consistency": _num(consistency[i]), "reliability": _num(within[i]),
-            "agreement_overall": _num(overall[i]), "reliability_evidence": int(n_informative[i]),
+            "consistency": _num(consistency[i]), "reliability": _num(reliability.reliability[i]),
+            "reliability_evidence": int(reliability.evidence[i]),
+            "reliability_group": int(reliability_labels[i]) if n_judged[i] else None,
+            "agreement_group": _num(within[i]), "agreement_overall": _num(overall[i]),
             "median_seconds": _num(medians[i]), "time_z": _num(time_z[i]), "flags": flags,
             "x": _num(coords[i, 0]), "y": _num(coords[i, 1]),
             "attributes": {key: _attribute_value(v) for key, v in (attributes or {}).items()},
@@ -295,7 +302,8 @@ def _analytics_data(*, study_id: int, report: Progress) -> tuple[dict[str, Any],
     for r, (response_id, prompt_id, text, prompt_text) in enumerate(responses):
         if not np.isfinite(bt[0][0][r]):
             continue
-        entry = rankings.setdefault(prompt_id, {"prompt_id": prompt_id, "prompt": _preview(prompt_text), "responses": []})
+        entry = rankings.setdefault(prompt_id, {"prompt_id": prompt_id, "prompt": _preview(prompt_text),
+                                                "figure": f"ranking--{prompt_id}", "responses": []})
         entry["responses"].append({
             "response_id": response_id, "response": _preview(text),
             "score": _num(bt[0][0][r]), "low": _num(bt[0][1][r]), "high": _num(bt[0][2][r]),
@@ -306,9 +314,11 @@ def _analytics_data(*, study_id: int, report: Progress) -> tuple[dict[str, Any],
 
     data = {
         "computed_at": timezone.now().isoformat(),
-        "group_source": source, "k": k, "k_selection": k_selection, "map_explained": explained,
-        "map_axes": ([f"agreement with group {g + 1}" for g in range(2)] if k == 2 and not explained
-                     else ["component 1", "component 2"]),
+        "group_source": source, "k": k, "k_selection": groups.k_selection, **group_map,
+        "reliability_method": "one-coin Dawid-Skene EM within each latent group",
+        "reliability_groups": ("the model's groups, refined by latent-class EM on the judgments"
+                               if groups.weights is not None else "the latent groups"),
+        "regrouped": int(((reliability_labels != labels) & (n_judged > 0)).sum()),
         "thresholds": {"reliability": RELIABILITY_MIN, "attention": ATTENTION_MIN, "consistency": CONSISTENCY_MIN,
                        "time_z": core.TIME_OUTLIER_Z},
         "counts": {
@@ -324,24 +334,75 @@ def _analytics_data(*, study_id: int, report: Progress) -> tuple[dict[str, Any],
     return data, (run.pk if run is not None and source.startswith("model") else None)
 
 
+@dataclass(frozen=True)
+class _LatentGroups:
+    labels: np.ndarray  # [n_participants] hard group per participant
+    theta: np.ndarray  # [n_pairs, k] P(canonical a | group)
+    source: str
+    k_selection: dict[str, float]
+    weights: np.ndarray | None = None  # [n_participants, k] the model's simplex weights; NaN rows: unseen
+
+
 def _groups(
     *, j: core.Judgments, run: Any, participants: list[tuple[int, str, dict[str, Any]]], fit_mask: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, str, dict[str, float]]:
+) -> _LatentGroups:
     """Latent groups: the current reward model's (argmax weight) when it has them, else a
     latent-class EM over the judgments. Annotators the model never saw join their likeliest group."""
     if run is not None and (run.groups_chosen or 1) > 1:
-        by_participant = dict(ParticipantWeights.objects.filter(run=run).values_list("participant_id", "group"))
         k = int(run.groups_chosen)
+        rows = ParticipantWeights.objects.filter(run=run).values_list("participant_id", "group", "weights")
+        by_participant = {pk: (group, w) for pk, group, w in rows if 0 <= group < k}
         known = np.array([pk in by_participant for pk, _, _ in participants], bool)
         if (known & fit_mask).sum() >= 2:
-            labels = np.array([by_participant.get(pk, 0) for pk, _, _ in participants], np.int64)
+            labels = np.array([by_participant.get(pk, (0, None))[0] for pk, _, _ in participants], np.int64)
             hard = np.eye(k)[labels] * (known & fit_mask)[:, None]
             theta = core.group_theta(j, hard)
             likeliest = core.annotator_log_lik(j, theta).argmax(axis=1)
             labels = np.where(known, labels, likeliest)
-            return labels, theta, f"model run {run.pk}", {}
+            weights = np.full((len(participants), k), np.nan)
+            for i, (pk, _, _) in enumerate(participants):
+                w = by_participant.get(pk, (0, None))[1]
+                if isinstance(w, list) and len(w) == k:
+                    weights[i] = w
+            return _LatentGroups(labels, theta, f"model run {run.pk}", {}, weights)
     fit, scores = core.latent_classes_choose(j, fit_mask=fit_mask)
-    return fit.labels, fit.theta, "latent-class EM", scores
+    return _LatentGroups(fit.labels, fit.theta, "latent-class EM", scores)
+
+
+def _reliability_groups(*, j: core.Judgments, groups: _LatentGroups, fit_mask: np.ndarray) -> np.ndarray:
+    """The groups reliability is estimated in: the latent groups of the judgments themselves.
+
+    The EM's groups already are. A reward model's groups come from a model over response
+    embeddings and need not fit the choices: a minority member it places among people who choose
+    otherwise would look careless there. So they are refined by the latent-class EM on the
+    judgments, started from the model's groups (same K, same numbering); a random clicker fits no
+    group whichever it joins, and stays unreliable.
+    """
+    if groups.weights is None:
+        return groups.labels
+    k = groups.theta.shape[1]
+    return core.latent_classes_fit(j, k=k, fit_mask=fit_mask, init=np.eye(k)[groups.labels]).labels
+
+
+def _map(*, j: core.Judgments, groups: _LatentGroups) -> dict[str, Any]:
+    """Coordinates of the group map and how to read them.
+
+    With a model: its participants' simplex weights (a line for K = 2, the triangle for K = 3,
+    PCA beyond). Without one, or for K = 1: how often each participant agrees with each group's
+    majority side (PCA unless K = 2). "coords" is popped by the caller; the rest goes to `data`.
+    """
+    k = groups.theta.shape[1]
+    if groups.weights is not None:
+        coords, kind, explained = core.latent_weight_coordinates(groups.weights)
+        axes = {"line": ["weight on group 2 (0 = pure group 1)", ""], "simplex": ["", ""]}.get(
+            kind, ["component 1 of the weights", "component 2 of the weights"])
+        return {"coords": coords, "map_source": "model weights", "map_kind": kind, "map_axes": axes,
+                "map_explained": explained, "map_unplaced": int((~np.isfinite(coords[:, 0])).sum())}
+    coords, explained = core.map_coordinates(core.group_agreement_features(j, groups.theta))
+    axes = ([f"agreement with group {g + 1}" for g in range(2)] if k == 2 and not explained
+            else ["component 1", "component 2"])
+    return {"coords": coords, "map_source": "agreement", "map_kind": "agreement", "map_axes": axes,
+            "map_explained": explained, "map_unplaced": 0}
 
 
 def _masked(j: core.Judgments, mask: np.ndarray) -> core.Judgments:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from csp.decorators import csp_update
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -21,6 +22,7 @@ from annotation.exclusions import (
     MAX_REASON_CHARS,
     RULE_ATTENTION,
     RULE_FLAGGED,
+    RULE_TOO_FAST,
     active_exclusions,
     participant_exclude,
     participant_exclusion_revoke,
@@ -30,8 +32,13 @@ from annotation.exclusions import (
 )
 from elicitation.models import Study
 from elicitation.selectors import study_get_for_user, study_user_can_edit
-from modeling.analytics_plots import ATTRIBUTE_MAP_PREFIX, UnknownPlot, plot_render
-from modeling.analytics_selectors import analytics_latest_done, analytics_latest_state
+from modeling.analytics_plots import ATTRIBUTE_MAP_PREFIX, UnknownPlot
+from modeling.analytics_selectors import (
+    NoAnalysis,
+    analytics_latest_done,
+    analytics_latest_state,
+    analytics_plot_get,
+)
 from modeling.analytics_services import study_analytics_request
 from modeling.models import AnalyticsSnapshot
 
@@ -45,6 +52,7 @@ class RuleForm(forms.Form):
     rule = forms.ChoiceField(label="Rule", choices=[
         (RULE_ATTENTION, "Attention-check pass rate below the bar"),
         (RULE_FLAGGED, "Flagged as unreliable in the latest analysis"),
+        (RULE_TOO_FAST, "Flagged as too fast in the latest analysis"),
     ])
     min_pass_rate = forms.FloatField(label="Pass rate bar", min_value=0, max_value=1, initial=0.8, required=False,
                                      help_text="Only for the attention rule: 0.8 = 80%.")
@@ -62,8 +70,14 @@ def _context(*, request: HttpRequest, study: Study, tab: str, with_plots: bool =
     }
 
 
+# The figures are matplotlib SVG inlined in the page, styled by style attributes and a <style>
+# element: these two pages allow inline styles (never inline scripts; the CSP is in settings).
+_inline_svg_csp = csp_update({"style-src": ["'unsafe-inline'"]})
+
+
 @login_required
 @require_GET
+@_inline_svg_csp
 def insight_dashboard_view(request: HttpRequest, slug: str) -> HttpResponse:
     study = study_get_for_user(slug=slug, user=request.user)
     context = _context(request=request, study=study, tab="overview")
@@ -75,6 +89,10 @@ def insight_dashboard_view(request: HttpRequest, slug: str) -> HttpResponse:
     context["map_name"] = f"{ATTRIBUTE_MAP_PREFIX}{colour}" if colour else "map"
     if data:
         context["groups"] = _groups_with_agreement(data)
+        context["flagged"] = [
+            {**p, "time_flag": p["median_seconds"] is not None and bool({"too fast", "slow"} & set(p["flags"]))}
+            for p in data["participants"] if p["flags"] and not p["excluded"]
+        ]
     if request.htmx and request.GET.get("fragment") == "map":
         return render(request, "modeling/analytics/dashboard.html#map", context)
     return render(request, "modeling/analytics/dashboard.html", context)
@@ -82,6 +100,7 @@ def insight_dashboard_view(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 @require_GET
+@_inline_svg_csp
 def insight_quality_view(request: HttpRequest, slug: str) -> HttpResponse:
     study = study_get_for_user(slug=slug, user=request.user)
     context = _context(request=request, study=study, tab="quality")
@@ -140,18 +159,12 @@ def insight_progress_view(request: HttpRequest, slug: str) -> HttpResponse:
 def insight_plot_view(request: HttpRequest, slug: str, name: str, fmt: str) -> HttpResponse:
     """A figure of the latest analysis as a download (SVG from the cache, PNG drawn now)."""
     study = study_get_for_user(slug=slug, user=request.user)
-    snapshot = analytics_latest_done(study=study, with_plots=(fmt == "svg"))
-    if snapshot is None:
-        raise Http404("No analysis yet.")
-    if fmt == "svg" and name in snapshot.plots:
-        payload = snapshot.plots[name].encode()
-    else:
-        try:
-            payload = plot_render(data=snapshot.data, name=name, fmt=fmt)
-        except UnknownPlot as exc:
-            raise Http404("No such figure.") from exc
-    if fmt == "svg" and not payload.startswith(b"<?xml"):
-        payload = b'<?xml version="1.0" encoding="utf-8"?>\n' + payload
+    try:
+        payload = analytics_plot_get(study=study, name=name, fmt=fmt)
+    except NoAnalysis as exc:
+        raise Http404("No analysis yet.") from exc
+    except UnknownPlot as exc:
+        raise Http404("No such figure.") from exc
     response = HttpResponse(payload, content_type="image/svg+xml" if fmt == "svg" else "image/png")
     response["Content-Disposition"] = f'attachment; filename="{study.slug}-{name}.{fmt}"'
     return response
@@ -210,13 +223,20 @@ def participants_exclude_rule_view(request: HttpRequest, slug: str) -> HttpRespo
         ids = participants_below_attention(study=study, min_pass_rate=bar)
         reason = f"Attention-check pass rate below {bar:.0%}"
     else:
+        flag, reason = _RULE_FLAGS[rule]
         snapshot = analytics_latest_done(study=study, with_plots=False)
-        ids = [p["id"] for p in (snapshot.data["participants"] if snapshot else []) if "unreliable" in p["flags"]]
-        reason = "Unreliable within their latent group in the latest analysis"
+        ids = [p["id"] for p in (snapshot.data["participants"] if snapshot else []) if flag in p["flags"]]
     count = participants_exclude_by_rule(study=study, participant_ids=ids, rule=rule, reason=reason,
                                          created_by=request.user)
     messages.success(request, f"{count} participant{'s' if count != 1 else ''} newly excluded ({reason.lower()}).")
     return redirect("insight:quality", slug=study.slug)
+
+
+# Rule -> (the flag of the latest analysis it excludes, the reason recorded).
+_RULE_FLAGS = {
+    RULE_FLAGGED: ("unreliable", "Unreliable within their latent group in the latest analysis"),
+    RULE_TOO_FAST: ("too fast", "Too fast per judgment (robust z) in the latest analysis"),
+}
 
 
 def _groups_with_agreement(data: dict[str, Any]) -> list[dict[str, Any]]:

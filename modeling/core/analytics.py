@@ -67,20 +67,21 @@ def annotator_log_lik(j: Judgments, theta: FloatArray) -> FloatArray:
 
 def latent_classes_fit(
     j: Judgments, *, k: int, fit_mask: NDArray[np.bool_] | None = None, iterations: int = 60,
-    restarts: int = 4, seed: int = 0,
+    restarts: int = 4, seed: int = 0, init: FloatArray | None = None,
 ) -> LatentClasses:
     """A mixture of per-pair Bernoulli preferences over annotators, fitted by EM.
 
     Latent-class model (Dawid & Skene 1979, without a ground truth): each annotator belongs to one
     of `k` groups, and a group prefers a over b on a pair with probability theta[pair, group].
     `fit_mask` marks annotators whose judgments fit theta (excluded participants are still
-    assigned to their best group but do not shape it).
+    assigned to their best group but do not shape it). `init` ([n_annotators, k] memberships)
+    starts one run from given groups instead of random restarts, and keeps their numbering.
     """
     mask = np.ones(j.n_annotators, bool) if fit_mask is None else fit_mask
     rng = np.random.default_rng(seed)
     best: LatentClasses | None = None
-    for _ in range(max(1, restarts if k > 1 else 1)):
-        resp = rng.dirichlet(np.ones(k), size=j.n_annotators)
+    for _ in range(1 if init is not None else max(1, restarts if k > 1 else 1)):
+        resp = init if init is not None else rng.dirichlet(np.ones(k), size=j.n_annotators)
         log_pi = np.log(np.full(k, 1 / k))
         ll_total = -np.inf
         for _ in range(iterations):
@@ -98,7 +99,7 @@ def latent_classes_fit(
         if best is None or ll_total > best.log_likelihood:
             best = LatentClasses(resp.argmax(axis=1).astype(np.int64), resp, theta, ll_total)
     assert best is not None
-    return _relabel_by_size(best)
+    return best if init is not None else _relabel_by_size(best)
 
 
 def _relabel_by_size(fit: LatentClasses) -> LatentClasses:
@@ -147,10 +148,9 @@ def loo_agreement(j: Judgments, *, labels: IntArray, k: int) -> tuple[FloatArray
 
     For each judgment the majority of the *other* judgments on the same pair (within the
     annotator's group, and overall) is formed; ties and pairs nobody else judged are skipped.
-    Agreement within the latent group is the reliability a minority member deserves: they
-    disagree with the crowd but agree with their own people, while a random clicker agrees with
-    nobody (≈ 0.5). Returns (within-group rate, overall rate, informative judgments within group);
-    NaN where an annotator had no informative judgment.
+    Descriptive only (the quality table and the reliability figure's x axis): flags use the
+    model-based `group_reliability_em`. Returns (within-group rate, overall rate, informative
+    judgments within group); NaN where an annotator had no informative judgment.
     """
     vote = 2 * j.outcome - 1  # +1 a, -1 b, 0 tie
     group = labels[j.annotator]
@@ -171,6 +171,79 @@ def loo_agreement(j: Judgments, *, labels: IntArray, k: int) -> tuple[FloatArray
     within, n_within = rate(within_others)
     overall, _ = rate(overall_others)
     return within, overall, n_within
+
+
+@dataclass(frozen=True)
+class GroupReliability:
+    reliability: FloatArray  # [n_annotators]: P(reporting one's group's preference); NaN if not estimable
+    evidence: IntArray  # [n_annotators]: non-tie judgments on pairs another fitted group member judged too
+    preference: FloatArray  # [n_pairs, k]: posterior P(the group prefers canonical a); 0.5 where unjudged
+    iterations: int
+
+
+def group_reliability_em(
+    j: Judgments, *, labels: IntArray, k: int, fit_mask: NDArray[np.bool_] | None = None,
+    min_members: int = 3, max_iterations: int = 200, tol: float = 1e-6,
+) -> GroupReliability:
+    """Per-annotator reliability within their latent group: one-coin Dawid-Skene EM per group.
+
+    Model (Dawid & Skene 1979, "Maximum likelihood estimation of observer error-rates using the
+    EM algorithm", in its one-coin form for binary labels, e.g. Karger, Oh & Shah 2011): every
+    latent group g has an unknown preferred side z[p, g] on each pair p, a priori a or b with
+    probability 1/2 (a pair's canonical order says nothing); annotator i reports their group's
+    side with probability q_i and the other side with 1 - q_i, independently per judgment. This
+    is the EM over label correctness of LCPO-style latent preference models: the "truth" is the
+    *group's* preference, not the crowd's, so a coherent minority that disagrees with everybody
+    else is judged against its own members and is not taken for noise, while a random clicker
+    reports their group's side half of the time wherever they are placed.
+
+    E-step: P(z[p, g] = a) = sigmoid(Σ_votes (±1) · logit(q_i)) over the fitted members' votes.
+    M-step: q_i = (expected correct votes + 1) / (votes + 2), a Beta(1, 1) posterior mean.
+
+    Only judgments on pairs another fitted member of the group also judged enter the M-step:
+    with the annotator's own vote alone the posterior just echoes it, and such judgments are
+    exactly neutral at the fixed point (they only slow convergence). Ties report no side and
+    are skipped. `fit_mask` marks annotators whose votes shape the group preferences (excluded
+    participants are scored against them but do not shape them). With fewer than `min_members`
+    fitted members a group's accuracies are not identifiable (two annotators who disagree could
+    either be the careless one); their reliability is NaN.
+    """
+    mask = np.ones(j.n_annotators, bool) if fit_mask is None else fit_mask
+    vote = j.outcome != 0.5
+    a_side = j.outcome[vote] == 1.0
+    who = j.annotator[vote]
+    group = labels[who]
+    cell = j.pair[vote] * k + group
+    shaping = mask[who]
+    sign = np.where(a_side, 1.0, -1.0)
+    n_cells = j.n_pairs * k
+    # Fitted votes on the cell other than the annotator's own (their repeats are theirs, not others').
+    own_key = who.astype(np.int64) * n_cells + cell
+    _, own_inverse, own_counts = np.unique(own_key, return_inverse=True, return_counts=True)
+    fitted_in_cell = np.bincount(cell, weights=shaping, minlength=n_cells)
+    others = fitted_in_cell[cell] - np.where(shaping, own_counts[own_inverse], 0)
+    scored = others > 0
+    evidence = np.bincount(who[scored], minlength=j.n_annotators).astype(np.int64)
+    members = np.bincount(labels[mask], minlength=k)
+
+    q = np.full(j.n_annotators, 0.8)  # equal weights: the first E-step is a majority vote
+    post = np.full(n_cells, 0.5)
+    iterations = 0
+    while iterations < max_iterations:
+        iterations += 1
+        logit_q = np.log(np.clip(q, 1e-3, 1 - 1e-3) / np.clip(1 - q, 1e-3, 1 - 1e-3))
+        llr = np.bincount(cell, weights=sign * logit_q[who] * shaping, minlength=n_cells)
+        post = 1 / (1 + np.exp(-llr))
+        correct = np.where(a_side, post[cell], 1 - post[cell])
+        hits = np.bincount(who[scored], weights=correct[scored], minlength=j.n_annotators)
+        new_q = (hits + 1) / (evidence + 2)
+        change = float(np.max(np.abs(new_q - q))) if len(q) else 0.0
+        q = new_q
+        if change < tol:
+            break
+    estimable = (evidence > 0) & (members[labels] >= min_members)
+    reliability = np.where(estimable, q, np.nan)
+    return GroupReliability(reliability, evidence, post.reshape(j.n_pairs, k), iterations)
 
 
 def self_consistency(j: Judgments) -> FloatArray:
@@ -290,6 +363,34 @@ def map_coordinates(features: FloatArray) -> tuple[FloatArray, list[float]]:
     coords = u[:, :2] * s[:2]
     share = (s**2 / max(float((s**2).sum()), 1e-12))[:2]
     return coords, [float(x) for x in share]
+
+
+# Corners of the K = 3 simplex drawn as an equilateral triangle (group 1 left, 2 right, 3 on top).
+SIMPLEX_CORNERS = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, np.sqrt(3) / 2]])
+
+
+def latent_weight_coordinates(weights: FloatArray, *, seed: int = 0) -> tuple[FloatArray, str, list[float]]:
+    """2-D positions of annotators from their mixture weights over K groups (rows on the simplex).
+
+    K = 3: barycentric coordinates, w @ corners of an equilateral triangle, so a pure member of
+    a group sits on its corner and an even mix in the centre. K = 2: the weight on group 2 along
+    a line (y is a small seeded jitter so dots do not hide each other). K ≥ 4: the first two
+    principal components of the weights. Rows with NaN stay NaN.
+    Returns (coordinates, "line" | "simplex" | "pca", share of variance per PCA axis or []).
+    """
+    n, k = weights.shape
+    coords = np.full((n, 2), np.nan)
+    ok = np.isfinite(weights).all(axis=1)
+    if k == 2:
+        jitter = np.random.default_rng(seed).uniform(-0.3, 0.3, n)
+        coords[ok] = np.column_stack([weights[ok, 1], jitter[ok]])
+        return coords, "line", []
+    if k == 3:
+        coords[ok] = weights[ok] @ SIMPLEX_CORNERS
+        return coords, "simplex", []
+    placed, explained = map_coordinates(weights[ok]) if ok.any() else (np.zeros((0, 2)), [])
+    coords[ok] = placed
+    return coords, "pca", explained
 
 
 def group_agreement_features(j: Judgments, theta: FloatArray) -> FloatArray:

@@ -4,7 +4,8 @@ Four prompts of five responses (ten pairs each). Responses are numbered 0..4 wit
 everyone agrees that a lower number is better — except a minority group, which ranks response 0
 of every prompt *last*. So the 16 pairs involving a response 0 are the planted divisive pairs,
 response 1 (second for the majority, first for the minority) bridges, a random clicker answers
-by coin flip, and one majority member fails every attention check.
+by coin flip, and one majority member fails every attention check. With `with_fast=True` one more
+majority member answers every pair in well under a second (a time-per-judgment outlier).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class InsightStudy:
     members: dict[str, list[Participant]] = field(default_factory=dict)
 
 
-def insight_study_create(*, owner: object, seed: int = 3, noise: float = 0.04) -> InsightStudy:
+def insight_study_create(*, owner: object, seed: int = 3, noise: float = 0.04, with_fast: bool = False) -> InsightStudy:
     rng = random.Random(seed)
     study = StudyFactory(owner=owner)
     planted = InsightStudy(study=study)
@@ -70,8 +71,8 @@ def insight_study_create(*, owner: object, seed: int = 3, noise: float = 0.04) -
         better = a < b
         return (not better) if rng.random() < noise else better
 
-    def judge(participant: Participant, view: str, *, fails_checks: bool = False) -> None:
-        seconds = rng.uniform(6, 12)
+    def judge(participant: Participant, view: str, *, fails_checks: bool = False, fast: bool = False) -> None:
+        seconds = rng.uniform(0.4, 0.7) if fast else rng.uniform(6, 12)
         repeats = rng.sample(planted.pairs, 5)
         for pair in planted.pairs + repeats:
             first, second = pair.response_a, pair.response_b
@@ -109,5 +110,9 @@ def insight_study_create(*, owner: object, seed: int = 3, noise: float = 0.04) -
     judge(careless, "majority", fails_checks=True)
     planted.members["random"] = [clicker]
     planted.members["careless"] = [careless]
+    if with_fast:
+        fast = ParticipantFactory(study=study, external_id="too-fast", attributes={"country": "UK", "age": "35+"})
+        judge(fast, "majority", fast=True)
+        planted.members["fast"] = [fast]
     Judgment.objects.bulk_create(judgments)
     return planted

@@ -59,6 +59,8 @@ def test_the_two_planted_groups_are_found(analysed: tuple[InsightStudy, dict]) -
     _, data = analysed
     rows = _by_external_id(data)
     assert data["k"] == 2 and data["group_source"] == "latent-class EM"
+    # No reward model yet: the map falls back to agreement with each group's majority.
+    assert data["map_source"] == "agreement" and data["map_kind"] == "agreement"
     majority = {rows[f"majority-{i}"]["group"] for i in range(8)}
     minority = {rows[f"minority-{i}"]["group"] for i in range(4)}
     assert len(majority) == 1 and len(minority) == 1 and majority != minority
@@ -114,8 +116,8 @@ def test_rankings_put_each_groups_favourite_first(analysed: tuple[InsightStudy, 
 def test_snapshot_is_json_safe_and_has_every_figure(planted: InsightStudy) -> None:
     snapshot = study_analytics_compute(study_id=planted.study.pk)
     json.dumps(snapshot.data, allow_nan=False)
-    assert set(snapshot.plots) == {"map", "agreement", "reliability", "divisive", "group_sizes",
-                                   "map--age", "map--country"}
+    assert set(snapshot.plots) == {"map", "agreement", "reliability", "times", "divisive", "bridging",
+                                   "group_sizes", "map--age", "map--country"}
     assert all(svg.startswith("<svg") for svg in snapshot.plots.values())
     assert snapshot.progress == 1.0 and snapshot.duration_s > 0
 
@@ -187,3 +189,93 @@ def test_self_consistency_counts_repeats_only() -> None:
     j = core.Judgments(np.array([0, 0, 0, 1]), np.array([0, 0, 1, 0]), np.array([1.0, 0.0, 1.0, 1.0]), 2, 2)
     consistency = core.self_consistency(j)
     assert consistency[0] == pytest.approx(0.5) and np.isnan(consistency[1])
+
+
+def _planted_arrays(seed: int = 0) -> tuple[core.Judgments, np.ndarray, np.ndarray]:
+    """8 majority members, 4 minority members who flip 16 of 40 pairs, and a coin-flipper (index 12).
+
+    Returns the judgments, the planted group labels (the clicker placed with the minority, where
+    it is hardest to tell apart) and which pairs the minority flips.
+    """
+    rng = np.random.default_rng(seed)
+    n_pairs = 40
+    majority_says_a = rng.random(n_pairs) < 0.5
+    flipped = np.zeros(n_pairs, bool)
+    flipped[:16] = True
+    annotator, pair, outcome = [], [], []
+    for i in range(13):
+        for p in range(n_pairs):
+            if i == 12:
+                says_a = rng.random() < 0.5
+            else:
+                says_a = majority_says_a[p] != (i >= 8 and flipped[p])
+                says_a = says_a if rng.random() > 0.04 else not says_a
+            annotator.append(i)
+            pair.append(p)
+            outcome.append(1.0 if says_a else 0.0)
+    j = core.Judgments(np.array(annotator), np.array(pair), np.array(outcome), 13, n_pairs)
+    labels = np.array([0] * 8 + [1] * 5)
+    return j, labels, flipped
+
+
+def test_reliability_em_within_groups_flags_the_clicker_and_not_the_minority() -> None:
+    j, labels, flipped = _planted_arrays()
+    fit = core.group_reliability_em(j, labels=labels, k=2)
+    assert fit.reliability[12] < 0.65
+    assert (fit.reliability[:12] > 0.85).all()
+    assert (fit.evidence == 40).all()
+    # The latent group preferences are recovered: the minority prefers the other side on the flips.
+    minority_says_a = fit.preference[:, 1] > 0.5
+    majority_says_a = fit.preference[:, 0] > 0.5
+    assert ((minority_says_a != majority_says_a) == flipped).mean() >= 0.95
+
+
+def test_one_crowd_wide_truth_would_mistake_the_minority_for_noise() -> None:
+    j, _, _ = _planted_arrays()
+    crowd = core.group_reliability_em(j, labels=np.zeros(13, np.int64), k=1)
+    # Against the crowd's majority the minority disagrees on 16 of 40 pairs: what the per-group
+    # model is for.
+    assert (crowd.reliability[8:12] < 0.7).all() and (crowd.reliability[:8] > 0.85).all()
+
+
+def test_reliability_em_scores_excluded_annotators_without_letting_them_shape_the_groups() -> None:
+    j, labels, _ = _planted_arrays()
+    mask = np.ones(13, bool)
+    mask[12] = False
+    fit = core.group_reliability_em(j, labels=labels, k=2, fit_mask=mask)
+    assert fit.reliability[12] < 0.65 and (fit.reliability[8:12] > 0.85).all()
+
+
+def test_reliability_em_is_undefined_for_groups_too_small_to_identify() -> None:
+    j, _, _ = _planted_arrays()
+    labels = np.array([0] * 11 + [1] * 2)
+    fit = core.group_reliability_em(j, labels=labels, k=2)
+    assert np.isnan(fit.reliability[11:]).all() and np.isfinite(fit.reliability[:11]).all()
+
+
+def test_ties_carry_no_side_in_the_reliability_em() -> None:
+    j, labels, _ = _planted_arrays()
+    outcome = j.outcome.copy()
+    outcome[j.annotator == 0] = 0.5
+    tied = core.Judgments(j.annotator, j.pair, outcome, j.n_annotators, j.n_pairs)
+    fit = core.group_reliability_em(tied, labels=labels, k=2)
+    assert fit.evidence[0] == 0 and np.isnan(fit.reliability[0]) and fit.reliability[1] > 0.85
+
+
+def test_latent_weights_map_to_a_line_a_triangle_or_principal_components() -> None:
+    two = np.array([[1.0, 0.0], [0.25, 0.75], [np.nan, np.nan]])
+    coords, kind, explained = core.latent_weight_coordinates(two)
+    assert kind == "line" and explained == [] and coords[:2, 0].tolist() == [0.0, 0.75]
+    assert np.isnan(coords[2]).all() and (np.abs(coords[:2, 1]) <= 0.3).all()
+
+    three = np.vstack([np.eye(3), np.full((1, 3), 1 / 3)])
+    coords, kind, _ = core.latent_weight_coordinates(three)
+    assert kind == "simplex"
+    np.testing.assert_allclose(coords[:3], core.SIMPLEX_CORNERS)
+    np.testing.assert_allclose(coords[3], core.SIMPLEX_CORNERS.mean(axis=0))  # an even mix sits in the centre
+
+    rng = np.random.default_rng(0)
+    four = rng.dirichlet(np.ones(4), size=20)
+    coords, kind, explained = core.latent_weight_coordinates(four)
+    assert kind == "pca" and len(explained) == 2 and explained[0] >= explained[1] > 0
+    assert np.isfinite(coords).all()

@@ -54,6 +54,13 @@ def test_dashboard_shows_agreement_groups_and_divisive_pairs(analysed: InsightSt
     assert "Recompute analysis" in html
 
 
+def test_dashboard_lists_flagged_participants(analysed: InsightStudy, owner_client: Client) -> None:
+    html = owner_client.get(_url(analysed, "/insight/")).content.decode()
+    card = html[html.index('id="flagged-heading"'):html.index('id="agreement-heading"')]
+    assert "random-clicker" in card and "unreliable" in card and "fails-checks" in card
+    assert "minority-" not in card and "majority-" not in card
+
+
 def test_quality_page_lists_flagged_participants_first(analysed: InsightStudy, owner_client: Client) -> None:
     html = owner_client.get(_url(analysed, "/insight/quality/")).content.decode()
     first_rows = html[html.index("<tbody>"):][:6000]
@@ -145,7 +152,8 @@ def test_api_returns_the_snapshot_with_figure_links(
     assert response.status_code == 200
     body = response.json()
     assert body["k"] == 2 and len(body["participants"]) == 14
-    assert body["plots"]["map"]["png"] == f"/studies/{analysed.study.slug}/insight/plots/map.png"
+    assert body["plots"]["map"]["png"] == f"/api/v1/studies/{analysed.study.slug}/analytics/plots/map.png"
+    assert body["reliability_method"].startswith("one-coin Dawid-Skene")
     for key in ("agreement", "association", "groups", "divisive", "bridging", "rankings"):
         assert key in body
 
@@ -155,3 +163,97 @@ def test_api_is_404_before_any_analysis(researcher: Any, api_client: APIClient) 
 
     study = StudyFactory(owner=researcher)
     assert api_client.get(f"/api/v1/studies/{study.slug}/analytics").status_code == 404
+
+
+# --- time per judgment ------------------------------------------------------------------------
+
+@pytest.fixture
+def with_fast(researcher: Any) -> InsightStudy:
+    planted = insight_study_create(owner=researcher, with_fast=True)
+    assert study_analytics_compute(study_id=planted.study.pk).status == "done"
+    return planted
+
+
+def test_a_too_fast_participant_is_flagged_on_the_pages_and_in_the_api(
+    with_fast: InsightStudy, owner_client: Client, api_client: APIClient,
+) -> None:
+    html = owner_client.get(_url(with_fast, "/insight/")).content.decode()
+    card = html[html.index('id="flagged-heading"'):html.index('id="agreement-heading"')]
+    assert "too-fast" in card and "too fast" in card and "s per judgment" in card
+    quality = owner_client.get(_url(with_fast, "/insight/quality/")).content.decode()
+    assert quality.index("too-fast") < quality.index("majority-0") and 'id="times-heading"' in quality
+
+    rows = {p["external_id"]: p for p in api_client.get(f"/api/v1/studies/{with_fast.study.slug}/analytics").json()[
+        "participants"]}
+    fast = rows["too-fast"]
+    assert fast["flags"] == ["too fast"] and fast["time_z"] < -3.5 and fast["median_seconds"] < 1
+    # Only the planted one: the others' typical times vary (6-12 s) without being outliers.
+    assert [name for name, p in rows.items() if "too fast" in p["flags"] or "slow" in p["flags"]] == ["too-fast"]
+    figure = owner_client.get(_url(with_fast, "/insight/plots/times.svg"))
+    assert figure.status_code == 200 and b"too fast" in figure.content
+
+
+def test_too_fast_rule_excludes_only_the_fast_participant(with_fast: InsightStudy, owner_client: Client) -> None:
+    from annotation.models import ParticipantExclusion
+
+    response = owner_client.post(_url(with_fast, "/insight/quality/exclude-by-rule/"), {"rule": "too_fast"})
+    assert response.status_code == 302
+    exclusion = ParticipantExclusion.objects.get()
+    assert exclusion.participant.external_id == "too-fast" and exclusion.rule == "too_fast"
+    assert "Too fast" in exclusion.reason
+
+
+# --- figures and recomputation through the API -----------------------------------------------
+
+def test_api_serves_every_listed_figure_to_a_token_client(analysed: InsightStudy, api_client: APIClient) -> None:
+    body = api_client.get(f"/api/v1/studies/{analysed.study.slug}/analytics").json()
+    ranking = f"ranking--{body['rankings'][0]['prompt_id']}"
+    assert {"map", "agreement", "reliability", "times", "divisive", "bridging", "group_sizes", "map--country",
+            ranking} <= set(body["plots"])
+    for name, fmt, content_type, magic in (("map", "svg", "image/svg+xml", b"<?xml"),
+                                           ("reliability", "png", "image/png", b"\x89PNG"),
+                                           ("bridging", "svg", "image/svg+xml", b"<?xml"),
+                                           (ranking, "svg", "image/svg+xml", b"<?xml")):
+        response = api_client.get(body["plots"][name][fmt])
+        assert response.status_code == 200 and response["Content-Type"] == content_type, name
+        assert response.content.startswith(magic) and "attachment" in response["Content-Disposition"]
+    assert b"Bradley-Terry" in response.content  # the ranking figure, drawn on request
+    assert api_client.get(f"/api/v1/studies/{analysed.study.slug}/analytics/plots/nope.png").status_code == 404
+
+
+def test_rankings_page_links_each_prompts_figure(analysed: InsightStudy, owner_client: Client) -> None:
+    html = owner_client.get(_url(analysed, "/insight/rankings/")).content.decode()
+    prompt_id = analysed.pairs[0].prompt_id
+    link = f"/studies/{analysed.study.slug}/insight/plots/ranking--{prompt_id}.png"
+    assert link in html
+    response = owner_client.get(link)
+    assert response.status_code == 200 and response.content.startswith(b"\x89PNG")
+
+
+def test_api_queues_a_recompute_and_reports_its_progress(analysed: InsightStudy, api_client: APIClient) -> None:
+    base = f"/api/v1/studies/{analysed.study.slug}/analytics"
+    first = api_client.post(base)
+    assert first.status_code == 202 and first.json()["status"] == "queued"
+    again = api_client.post(base)
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    state = api_client.get(f"{base}/status").json()
+    assert state["id"] == first.json()["id"] and state["status"] == "queued" and state["progress"] == 0
+    study_analytics_compute(study_id=analysed.study.pk, snapshot_id=first.json()["id"])
+    done = api_client.get(f"{base}/status").json()
+    assert done["status"] == "done" and done["progress"] == 1.0
+
+
+def test_api_figures_and_recompute_are_404_for_others_and_viewers(analysed: InsightStudy) -> None:
+    slug = analysed.study.slug
+    outsider = APIClient()
+    outsider.force_authenticate(UserFactory(username="oscar"))
+    assert outsider.get(f"/api/v1/studies/{slug}/analytics/plots/map.svg").status_code == 404
+    assert outsider.get(f"/api/v1/studies/{slug}/analytics/status").status_code == 404
+    assert outsider.post(f"/api/v1/studies/{slug}/analytics").status_code == 404
+    viewer = UserFactory(username="vera")
+    StudyCollaborator.objects.create(study=analysed.study, user=viewer, role="viewer")
+    reader = APIClient()
+    reader.force_authenticate(viewer)
+    assert reader.get(f"/api/v1/studies/{slug}/analytics/plots/map.svg").status_code == 200
+    assert reader.post(f"/api/v1/studies/{slug}/analytics").status_code == 404
+    assert not AnalyticsSnapshot.objects.filter(study=analysed.study, status="queued").exists()
