@@ -263,8 +263,13 @@ def _created_at_get(*, record: dict[str, Any], line: int, errors: ErrorCollector
         errors.add(line, f"'created_at' is not an ISO-8601 date and time: {raw[:40]!r}")
         return None
     # A time without a zone is taken as UTC rather than the server's zone, so the result
-    # does not depend on where the import runs.
-    return value if timezone.is_aware(value) else value.replace(tzinfo=UTC)
+    # does not depend on where the import runs. Stored as UTC: PostgreSQL refuses offsets past
+    # ±15:59 that Python accepts (up to ±23:59).
+    try:
+        return value.astimezone(UTC) if timezone.is_aware(value) else value.replace(tzinfo=UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+01:00 is before year 1 in UTC
+        errors.add(line, f"'created_at' is out of range: {raw[:40]!r}")
+        return None
 
 
 def _derived_id(*, record: dict[str, Any]) -> str:

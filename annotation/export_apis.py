@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 from django.http import FileResponse, Http404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -22,6 +20,7 @@ from annotation.exports import (
     export_job_get_for_user,
 )
 from annotation.models import ExportJob
+from config.api_errors import FileOrJsonErrorRenderer
 from elicitation.selectors import study_get_for_user
 
 
@@ -50,7 +49,10 @@ class ExportCreateApi(APIView):
     class InputSerializer(serializers.Serializer):
         format = serializers.ChoiceField(choices=ExportJob.Format.choices)
         include_attention_checks = serializers.BooleanField(default=False)
-        pseudonymize = serializers.BooleanField(default=False)
+        pseudonymize = serializers.BooleanField(
+            default=True, help_text="Salted hashes instead of the participants' recruitment ids (default); "
+            "false exports the ids themselves.",
+        )
 
         class Meta:
             ref_name = "ExportCreateInput"
@@ -62,9 +64,9 @@ class ExportCreateApi(APIView):
         responses={202: ExportJobOutputSerializer},
     )
     def post(self, request: Request, slug: str) -> Response:
+        study = study_get_for_user(slug=slug, user=request.user)  # first: a 400 would leak the slug
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        study = study_get_for_user(slug=slug, user=request.user)
         job = export_job_create(
             study=study, user=request.user, export_format=serializer.validated_data["format"],
             include_attention_checks=serializer.validated_data["include_attention_checks"],
@@ -81,14 +83,11 @@ class ExportDetailApi(APIView):
         return Response(ExportJobOutputSerializer(job, context={"request": request}).data)
 
 
-class _FileRenderer(BaseRenderer):
+class _FileRenderer(FileOrJsonErrorRenderer):
     """Lets a client that asks for `application/octet-stream` (or Parquet) get the file, not a 406."""
 
     media_type = "application/octet-stream"
     format = "file"
-
-    def render(self, data: object, accepted_media_type: str | None = None, renderer_context: object = None) -> bytes:
-        return json.dumps(data).encode("utf-8")  # only error bodies get here; the file is a FileResponse
 
 
 class ExportDownloadApi(APIView):

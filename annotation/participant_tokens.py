@@ -65,5 +65,7 @@ def _attributes_clean(*, attributes: Mapping[str, object]) -> dict[str, str | in
             raise ValidationError({"attributes": f"Attribute {key!r} must be a finite number."})
         if isinstance(value, str) and len(value) > ATTRIBUTE_VALUE_MAX_CHARS:
             raise ValidationError({"attributes": f"Attribute {key!r} is longer than {ATTRIBUTE_VALUE_MAX_CHARS} characters."})
+        if "\x00" in key or (isinstance(value, str) and "\x00" in value):  # PostgreSQL's JSON cannot hold it
+            raise ValidationError({"attributes": f"Attribute {key!r} holds a NUL character."})
         cleaned[key.strip()] = value
     return cleaned

@@ -54,7 +54,9 @@ class _SurveyQuestionInputSerializer(serializers.Serializer):
     required = serializers.BooleanField(required=False, default=True)
     min_value = serializers.FloatField(required=False, allow_null=True, default=None)
     max_value = serializers.FloatField(required=False, allow_null=True, default=None)
-    position = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0)
+    # The column is a PositiveIntegerField: a bigger number would be a database error, not a 400.
+    position = serializers.IntegerField(required=False, allow_null=True, default=None, min_value=0,
+                                        max_value=2_147_483_647)
 
     class Meta:
         ref_name = "SurveyQuestionInput"
@@ -160,11 +162,12 @@ class StudyDetailApi(APIView):
         responses={200: OutputSerializer, 400: _ERROR_RESPONSE, 403: _ERROR_RESPONSE, 404: _ERROR_RESPONSE},
     )
     def patch(self, request: Request, slug: str) -> Response:
-        serializer = self.UpdateInputSerializer(data=request.data, partial=True)
-        serializer.is_valid(raise_exception=True)
+        # Authorize before validating: a 400 would tell a stranger that the study exists.
         study = study_get_for_user(slug=slug, user=request.user)
         if not study_user_can_edit(study=study, user=request.user):
             raise PermissionDenied("You may view this study but not change it.")
+        serializer = self.UpdateInputSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
         values = dict(serializer.validated_data)
         questions = values.pop("survey_questions", None)
         new_status = values.pop("status", None)
@@ -290,9 +293,9 @@ class CollaboratorAddApi(APIView):
         },
     )
     def post(self, request: Request, slug: str) -> Response:
+        study = _study_get_for_manager(request=request, slug=slug)  # before validating: see StudyDetailApi.patch
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        study = _study_get_for_manager(request=request, slug=slug)
         user = get_user_model().objects.filter(username=serializer.validated_data["username"]).first()
         if user is None:
             raise ApiValidationError({"username": ["No researcher with this username."]})
@@ -314,7 +317,8 @@ class CollaboratorRemoveApi(APIView):
     )
     def delete(self, request: Request, slug: str, username: str) -> Response:
         study = _study_get_for_manager(request=request, slug=slug)
-        user = get_user_model().objects.filter(username=username).first()
+        # A NUL is no username (and PostgreSQL refuses it in a query parameter).
+        user = None if "\x00" in username else get_user_model().objects.filter(username=username).first()
         if user is None or not collaborator_remove(study=study, user=user):
             raise NotFound("This researcher is not a collaborator on the study.")
         return Response(status=status.HTTP_204_NO_CONTENT)

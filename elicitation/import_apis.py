@@ -6,11 +6,12 @@ from typing import Any
 
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers, status
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.api_parsers import JSONParser
 from elicitation.imports import ImportRejected, import_bytes_read, import_file_run, import_records_run
 from elicitation.selectors import study_get_for_user
 

@@ -86,6 +86,12 @@ def import_text_decode(*, data: bytes) -> str:
             [f"line {line}: the file is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
              "save it as UTF-8 and try again."]
         ) from None
+    if "\x00" in text:  # PostgreSQL text cannot hold it; a UTF-16 file read as UTF-8 is full of them
+        offset = text.index("\x00")
+        raise ImportRejected(
+            [f"line {text[:offset].count(chr(10)) + 1}: the file contains a NUL character (offset {offset}); "
+             "is it UTF-16? Save it as UTF-8 text and try again."]
+        )
     if not text.strip():
         raise ImportRejected(["The file is empty."])
     return text
@@ -103,8 +109,14 @@ def jsonl_records(*, text: str, errors: ErrorCollector) -> Iterator[tuple[int, d
         except json.JSONDecodeError as exc:
             errors.add(number, f"not valid JSON ({exc.msg} at column {exc.colno})")
             continue
+        except RecursionError:  # json recurses once per nested array or object
+            errors.add(number, "not valid JSON (nested too deeply)")
+            continue
         if not isinstance(value, dict):
             errors.add(number, f"expected a JSON object, got {json_type_name(value)}")
+            continue
+        if _holds_nul(value):
+            errors.add(number, NUL_ERROR)
             continue
         yield number, value
 
@@ -117,7 +129,25 @@ def json_lines_records(*, lines: list[Any], errors: ErrorCollector) -> Iterator[
         if not isinstance(value, dict):
             errors.add(number, f"expected a JSON object, got {json_type_name(value)}")
             continue
+        if _holds_nul(value):
+            errors.add(number, NUL_ERROR)
+            continue
         yield number, value
+
+
+NUL_ERROR = "a text holds a NUL character (\\u0000), which cannot be stored"
+
+
+def _holds_nul(value: Any) -> bool:
+    """Whether a parsed JSON value has U+0000 in any string, key or nested value (JSON may escape
+    it as \\u0000, so the raw line need not show it)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 def unknown_fields_check(

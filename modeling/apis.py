@@ -10,11 +10,12 @@ from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.api_errors import FileOrJsonErrorRenderer
 from elicitation.selectors import study_get_for_user
 from modeling.models import TrainingRun
 from modeling.selectors import (
@@ -108,9 +109,9 @@ class StudyTrainingRunsApi(APIView):
                    503: OpenApiResponse(description="The training queue is unreachable.")},
     )
     def post(self, request: Request, slug: str) -> Response:
+        study = study_get_for_user(slug=slug, user=request.user, edit=True)  # first: a 400 would leak the slug
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        study = study_get_for_user(slug=slug, user=request.user, edit=True)
         data = serializer.validated_data
         try:
             run, created = training_run_request(
@@ -142,14 +143,11 @@ class TrainingRunDetailApi(APIView):
         return Response(TrainingRunDetailOutputSerializer(run, context=context).data)
 
 
-class _ZipRenderer(BaseRenderer):
+class _ZipRenderer(FileOrJsonErrorRenderer):
     """Lets a client that asks for `application/zip` get the file rather than a 406."""
 
     media_type = "application/zip"
     format = "zip"
-
-    def render(self, data: object, accepted_media_type: str | None = None, renderer_context: object = None) -> bytes:
-        return JSONRenderer().render(data)  # only error bodies get here; the file is an HttpResponse
 
 
 class TrainingRunDownloadApi(APIView):

@@ -5,28 +5,24 @@ Token or session authentication; a study the user may not see is a 404, never a 
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.api_errors import FileOrJsonErrorRenderer
 from elicitation.selectors import study_get_for_user
 from modeling.moral_services import moral_graph_export, moral_graph_graphml
 
 
-class _GraphmlRenderer(BaseRenderer):
+class _GraphmlRenderer(FileOrJsonErrorRenderer):
     """Lets clients ask for GraphML with `Accept: application/graphml+xml` (errors stay JSON)."""
 
     media_type = "application/graphml+xml"
     format = "graphml"
-
-    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
-        return JSONRenderer().render(data)  # only error bodies get here; the file is an HttpResponse
 
 
 class StudyMoralGraphApi(APIView):
