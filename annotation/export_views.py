@@ -33,7 +33,8 @@ class ExportForm(forms.Form):
     include_attention_checks = forms.BooleanField(
         label="Include attention checks (flagged with attention_check and attention_passed)", required=False
     )
-    pseudonymize = forms.BooleanField(label="Pseudonymize annotator ids (salted hash)", required=False)
+    # On unless unticked: a dataset leaves the study's researchers, recruitment-platform ids should not.
+    pseudonymize = forms.BooleanField(label="Pseudonymize annotator ids (salted hash)", required=False, initial=True)
     action = forms.ChoiceField(choices=[("download", "Download now"), ("prepare", "Prepare file")], initial="download")
 
 

@@ -48,6 +48,7 @@ from annotation.services import (
     participant_withdraw,
     survey_submit,
 )
+from annotation.throttling import participant_page_allowed
 from elicitation.models import Study
 
 TEMPLATES = "annotation/participant/"
@@ -310,8 +311,19 @@ def judge(request: HttpRequest, slug: str) -> HttpResponse:
     if not participant.study.is_open:
         return _closed(request, participant.study)
     if request.method == "POST":
+        allowed, wait = participant_page_allowed(request=request, participant_id=participant.pk)
+        if not allowed:
+            return _too_many(request, participant, wait=wait)
         return _judge_submit(request, participant)
     return _judge_show(request, participant)
+
+
+def _too_many(request: HttpRequest, participant: Participant, *, wait: int | None) -> HttpResponse:
+    """429 past POLYPHONY_PARTICIPANT_PAGE_RATE answers: far faster than anyone reads two responses."""
+    response = _page(request, "too_many.html", participant, status=429, wait=wait)
+    if wait is not None:
+        response["Retry-After"] = str(wait)
+    return response
 
 
 def _judge_submit(request: HttpRequest, participant: Participant) -> HttpResponse:

@@ -7,6 +7,7 @@ ALLOWED_HOSTS; a missing or malformed value stops start-up with a message naming
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -46,6 +47,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",  # login throttling (see "Access" below)
     "elicitation",
     "annotation",
     "modeling",
@@ -53,6 +55,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",  # Content-Security-Policy header (see "Access" below)
+    "config.api_errors.ApiErrorsMiddleware",  # JSON errors under /api/, 413 before an oversized body is read
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -61,6 +65,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into a 429 page
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -101,6 +106,8 @@ SESSION_ENGINE = "django.contrib.sessions.backends.signed_cookies"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = PRODUCTION
 CSRF_COOKIE_SECURE = PRODUCTION
+# No script reads the CSRF cookie: htmx sends the token from the page (hx-headers on <body>).
+CSRF_COOKIE_HTTPONLY = True
 SESSION_COOKIE_AGE = 60 * 60 * 24 * 14
 if PRODUCTION:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
@@ -137,7 +144,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "config.api_parsers.JSONParser",  # DRF's, with a 400 for a body nested too deeply
         "rest_framework.parsers.MultiPartParser",
         "rest_framework.parsers.FormParser",
     ],
@@ -190,7 +197,16 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # autodiscover_tasks() finds `<app>.tasks` only; the moral-graph tasks live in their own module.
 CELERY_IMPORTS = ["modeling.moral_tasks", "modeling.analytics_tasks"]
 
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# The cache holds rate-limit counters and short-lived markers. LocMemCache is per process: fine for
+# the embedded set-up; with several web processes set CACHE_URL (or REDIS_URL) so they share one.
+_cache_url = env_str("CACHE_URL", env_str("REDIS_URL", ""))
+if _cache_url and not _cache_url.startswith(("redis://", "rediss://", "unix://")):
+    raise ImproperlyConfigured(f"Environment variable CACHE_URL must be a redis:// URL, got {_cache_url.split(':')[0]!r}.")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": _cache_url}
+    if _cache_url
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
 
 # Polyphony's own knobs.
 POLYPHONY_IMPORT_MAX_BYTES = env_int("POLYPHONY_IMPORT_MAX_BYTES", 50 * 1024 * 1024)
@@ -237,4 +253,56 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- Access: login throttling, API rate limits, Content-Security-Policy -------------------------
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # refuses a locked-out username + IP before checking a password
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_ENABLED = env_bool("POLYPHONY_LOGIN_THROTTLE", True)
+AXES_FAILURE_LIMIT = env_int("POLYPHONY_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("POLYPHONY_LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]  # one attacker cannot lock a researcher out everywhere
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False  # no start-up banner on every manage.py command; lock-outs are still logged
+if PRODUCTION:
+    AXES_IPWARE_PROXY_COUNT = env_int("POLYPHONY_PROXY_COUNT", 1)  # behind one TLS proxy (X-Forwarded-For)
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
+
+
+def _rate(name: str, default: str) -> str | None:
+    """A DRF throttle rate such as "120/min"; "off" turns that limit off."""
+    raw = env_str(name, default).strip().lower()
+    if raw == "off":
+        return None
+    number, _, period = raw.partition("/")
+    if not number.isdigit() or int(number) < 1 or period not in {"s", "sec", "m", "min", "h", "hour", "d", "day"}:
+        raise ImproperlyConfigured(f"Environment variable {name} must look like 120/min (or off), got {raw!r}.")
+    return raw
+
+
+# Per participant token (the participant API) and per client address (unauthenticated API calls).
+# An honest annotator makes about two requests per judgment, a few judgments a minute.
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"] = {
+    "participant": _rate("POLYPHONY_PARTICIPANT_RATE", "120/min"),
+    "participant_page": _rate("POLYPHONY_PARTICIPANT_PAGE_RATE", "120/min"),
+}
+
+# Scripts and styles come from our own static files only; nothing inline, no eval. The API docs
+# pages relax it for themselves (config.urls).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
 }

@@ -141,7 +141,7 @@ def test_participant_judges_with_the_keyboard_and_the_export_has_their_answers(
     assert Judgment.objects.filter(participant=participant).count() == 10
 
     path = tmp_path / "comparisons.jsonl"
-    call_command("export_comparisons", study.slug, format="jsonl", output=str(path))
+    call_command("export_comparisons", study.slug, format="jsonl", output=str(path), pseudonymize=False)
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     assert len(lines) == 10
     assert {line["annotator"] for line in lines} == {PID}

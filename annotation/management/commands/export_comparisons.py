@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,10 @@ class Command(BaseCommand):
             "--include-attention-checks", action="store_true",
             help="Include attention-check judgments, flagged with attention_check/attention_passed.",
         )
-        parser.add_argument("--pseudonymize", action="store_true", help="Replace annotator ids with salted hashes.")
+        parser.add_argument(
+            "--pseudonymize", action=argparse.BooleanOptionalAction, default=True,
+            help="Replace annotator ids with salted hashes (the default; --no-pseudonymize keeps the ids).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         study = Study.objects.filter(slug=options["study"]).first()
