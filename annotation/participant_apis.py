@@ -11,6 +11,7 @@ from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import ValidationError as DjangoValidationError
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
@@ -22,6 +23,7 @@ from rest_framework.views import APIView
 from annotation.models import Participant
 from annotation.participant_tokens import participant_api_register, participant_for_token
 from annotation.services import ServedPairNotFound, StudyNotOpen, judgment_submit, pair_serve_next
+from annotation.throttling import ParticipantRateThrottle
 from elicitation.selectors import study_get_for_user
 
 
@@ -45,6 +47,16 @@ class ParticipantTokenAuthentication(BaseAuthentication):
         return 'Bearer realm="participant"'  # makes DRF answer 401, not 403
 
 
+class ParticipantTokenScheme(OpenApiAuthenticationExtension):
+    """Names the participant token in the OpenAPI schema (HTTP bearer)."""
+
+    target_class = ParticipantTokenAuthentication
+    name = "participantToken"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {"type": "http", "scheme": "bearer", "description": "A participant token from POST .../participants."}
+
+
 class IsParticipant(BasePermission):
     def has_permission(self, request: Request, view: APIView) -> bool:
         return isinstance(request.auth, Participant)
@@ -58,6 +70,7 @@ def _study_closed(exc: StudyNotOpen) -> Response:
 class _ParticipantApi(APIView):
     authentication_classes = [ParticipantTokenAuthentication]
     permission_classes = [IsParticipant]
+    throttle_classes = [ParticipantRateThrottle]  # 429 past POLYPHONY_PARTICIPANT_RATE per token
 
 
 class ParticipantCreateApi(APIView):
@@ -84,9 +97,10 @@ class ParticipantCreateApi(APIView):
                    409: OpenApiResponse(description="The study is not open.")},
     )
     def post(self, request: Request, slug: str) -> Response:
+        # Authorize before validating: a 400 would tell a stranger that the study exists.
+        study = study_get_for_user(slug=slug, user=request.user, edit=True)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        study = study_get_for_user(slug=slug, user=request.user, edit=True)
         try:
             participant, token = participant_api_register(
                 study=study, external_id=data.validated_data["external_id"],
