@@ -5,6 +5,9 @@ cursor (`.iterator()`), joining the texts and the annotator in the same query, s
 flat however many judgments there are. Small text exports stream straight to the browser; big
 ones, and every Parquet file, are written by a Celery task (`annotation.tasks.export_run`) to
 MEDIA_ROOT/exports/ and downloaded through a permission-checked view.
+
+An export is a consistent snapshot: judgments that arrive (or participants excluded) while it is
+written are either wholly in it or not at all (`export_snapshot`).
 """
 
 from __future__ import annotations
@@ -17,13 +20,14 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 from django.db.models import Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
@@ -55,6 +59,26 @@ CURSOR_CHUNK = 2000  # rows fetched per round trip by the database cursor
 PROGRESS_EVERY = 5000  # rows between progress updates of a background job (one UPDATE each)
 PARQUET_BATCH = 10_000  # rows per Parquet record batch: bounded memory, reasonable row groups
 STREAM_BATCH = 500  # rows joined into one chunk of a streamed response
+
+
+@contextmanager
+def export_snapshot() -> Iterator[bool]:
+    """Read everything inside as of one instant; yields whether it opened a snapshot transaction.
+
+    PostgreSQL: one REPEATABLE READ, READ ONLY transaction, so the row count and the rows of a job,
+    and the subqueries of the row query, all see the same committed data, however long the export
+    streams. It takes no locks; annotators keep writing. Inside a caller's transaction (a test's)
+    that transaction rules. SQLite: no transaction, since ours are IMMEDIATE (they would take the
+    write lock and stop annotators for the whole export); the rows are one SELECT, and a SELECT in
+    WAL mode reads one snapshot from its first row to its last, which is the same guarantee.
+    """
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        yield False
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield True
 
 
 # --- Rows ------------------------------------------------------------------------------------
@@ -108,8 +132,18 @@ def export_rows(
             "pair__prompt__text", "response_a__text", "response_b__text",
         )
     )
+    with export_snapshot():
+        yield from _export_row_dicts(
+            rows=rows.iterator(chunk_size=CURSOR_CHUNK), study=study,
+            include_attention_checks=include_attention_checks, pseudonymize=pseudonymize,
+        )
+
+
+def _export_row_dicts(
+    *, rows: Iterator[tuple[Any, ...]], study: Study, include_attention_checks: bool, pseudonymize: bool
+) -> Iterator[dict[str, Any]]:
     for (pk, external_id, served_pair_id, choice, strength, rationale, answered_at, is_check, passed,
-         pair_is_check, annotator, attributes, prompt, text_a, text_b) in rows.iterator(chunk_size=CURSOR_CHUNK):
+         pair_is_check, annotator, attributes, prompt, text_a, text_b) in rows:
         row: dict[str, Any] = {
             "prompt": prompt,
             "response_a": text_a,
@@ -325,9 +359,12 @@ def export_runs_in_background(*, study: Study, export_format: str, include_atten
 
 def export_job_create(
     *, study: Study, user: AbstractBaseUser | None, export_format: str,
-    include_attention_checks: bool = False, pseudonymize: bool = False,
+    include_attention_checks: bool = False, pseudonymize: bool = True,
 ) -> ExportJob:
-    """Record an export job and queue its task once the row is committed."""
+    """Record an export job and queue its task once the row is committed.
+
+    A job makes a file to share, so annotator ids are pseudonymised unless the caller says not to
+    (the row functions above leave that to their callers, who may need the ids themselves)."""
     # Imported here, not at the top: the task module imports this one.
     from annotation.tasks import export_run
 
@@ -349,53 +386,115 @@ def export_job_path(*, job: ExportJob) -> Path:
     return Path(settings.MEDIA_ROOT) / "exports" / f"{job.pk}.{FILE_EXTENSIONS[job.format]}"
 
 
-def export_job_run(*, export_job_id: int) -> ExportJob:
-    """Run a queued export job to completion. Safe to call twice: only the first call works.
+def export_job_run(*, export_job_id: int, redelivered: bool = False) -> ExportJob:
+    """Run a queued export job to completion. Safe to call twice: only one attempt works.
 
-    The queued -> running compare-and-swap means a redelivered task (acks_late) finds the job
-    taken and returns. The file is written under a temporary name and renamed, so a download
-    never sees half a file.
+    The claim is a compare-and-swap from `queued`, so a repeated task finds the job taken and
+    returns. A `running` job is taken over only when the broker redelivered the task (the
+    worker died, as with training runs): `attempts` is the fencing token, and every later write
+    of the older attempt filters on its own number and is refused. Each attempt writes its own
+    temporary file, renamed into place, so a download never sees half a file.
     """
-    claimed = ExportJob.objects.filter(pk=export_job_id, status=ExportJob.Status.QUEUED).update(
-        status=ExportJob.Status.RUNNING, rows_written=0
-    )
+    attempt = _export_job_claim(export_job_id=export_job_id, redelivered=redelivered)
     job = ExportJob.objects.select_related("study").get(pk=export_job_id)
-    if not claimed:
+    if attempt is None:
         logger.info("Export job %s is %s already; not running it again.", job.pk, job.status)
         return job
+    mine = ExportJob.objects.filter(pk=job.pk, status=ExportJob.Status.RUNNING, attempts=attempt)
     final = export_job_path(job=job)
-    partial = final.with_name(f"{final.name}.part")
-
-    def progress(rows: int) -> None:
-        ExportJob.objects.filter(pk=job.pk).update(rows_written=rows)
+    partial = final.with_name(f"{final.name}.attempt-{attempt}.part")
+    for leftover in final.parent.glob(f"{final.name}.attempt-*.part"):  # of attempts taken over
+        with contextlib.suppress(OSError):
+            leftover.unlink()
 
     # Everything after the claim is inside the try: a job left "running" would never finish.
     try:
-        total = export_row_count(
-            study=job.study, export_format=job.format, include_attention_checks=job.include_attention_checks
-        )
-        ExportJob.objects.filter(pk=job.pk).update(total_rows=total)
         final.parent.mkdir(parents=True, exist_ok=True)
-        written = export_file_write(
-            study=job.study, export_format=job.format, path=partial,
-            include_attention_checks=job.include_attention_checks, pseudonymize=job.pseudonymize,
-            on_progress=progress,
-        )
+        with export_snapshot() as in_snapshot, _progress_writer(job_id=job.pk, attempt=attempt,
+                                                                 separate=in_snapshot) as progress:
+            total = export_row_count(
+                study=job.study, export_format=job.format, include_attention_checks=job.include_attention_checks
+            )
+            progress(0, total)
+            written = export_file_write(
+                study=job.study, export_format=job.format, path=partial,
+                include_attention_checks=job.include_attention_checks, pseudonymize=job.pseudonymize,
+                on_progress=lambda rows: progress(rows, None),
+            )
+        if not mine.exists():
+            raise _ExportTakenOver(f"export job {job.pk} attempt {attempt}")
         os.replace(partial, final)
+    except _ExportTakenOver:
+        logger.warning("Export job %s attempt %s was taken over by a newer attempt; stopping.", job.pk, attempt)
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
     except Exception as exc:  # any failure is reported on the job page rather than lost in a log
         logger.exception("Export job %s failed.", job.pk)
         with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)
-        ExportJob.objects.filter(pk=job.pk).update(
+        mine.update(
             status=ExportJob.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:2000], finished_at=timezone.now()
         )
     else:
-        ExportJob.objects.filter(pk=job.pk).update(
+        mine.update(
             status=ExportJob.Status.DONE, rows_written=written, total_rows=written,
             file_path=str(final.relative_to(Path(settings.MEDIA_ROOT))), finished_at=timezone.now(),
         )
     job.refresh_from_db()
     return job
+
+
+class _ExportTakenOver(Exception):
+    """A redelivered task claimed the job (this attempt's worker was presumed dead); stop."""
+
+
+def _export_job_claim(*, export_job_id: int, redelivered: bool) -> int | None:
+    """Claim the job for one attempt; returns the attempt number, or None if it is not ours to run."""
+    row = ExportJob.objects.filter(pk=export_job_id).values_list("status", "attempts").first()
+    if row is None:
+        raise ExportJob.DoesNotExist(f"No export job {export_job_id}.")
+    status, attempts = row
+    if status != ExportJob.Status.QUEUED and not (status == ExportJob.Status.RUNNING and redelivered):
+        return None
+    claimed = ExportJob.objects.filter(pk=export_job_id, status=status, attempts=attempts).update(
+        status=ExportJob.Status.RUNNING, attempts=attempts + 1, rows_written=0, error="", finished_at=None,
+    )
+    return attempts + 1 if claimed else None
+
+
+@contextmanager
+def _progress_writer(*, job_id: int, attempt: int, separate: bool) -> Iterator[Callable[[int, int | None], None]]:
+    """`progress(rows, total)` for the job page; raises _ExportTakenOver once a newer attempt claimed it.
+
+    With `separate`, the export reads inside a read-only snapshot transaction whose writes nobody
+    would see before it ends (and READ ONLY refuses them), so progress goes through a second,
+    autocommitting connection of its own.
+    """
+    table = ExportJob._meta.db_table
+    side = connections.create_connection(DEFAULT_DB_ALIAS) if separate else None
+
+    def progress(rows: int, total: int | None) -> None:
+        if side is None:
+            fields = {"rows_written": rows} if total is None else {"rows_written": rows, "total_rows": total}
+            updated = ExportJob.objects.filter(pk=job_id, status=ExportJob.Status.RUNNING, attempts=attempt).update(
+                **fields
+            )
+        else:
+            with side.cursor() as cursor:
+                cursor.execute(
+                    f"UPDATE {table} SET rows_written = %s, total_rows = COALESCE(%s, total_rows) "
+                    "WHERE id = %s AND status = %s AND attempts = %s",
+                    [rows, total, job_id, ExportJob.Status.RUNNING.value, attempt],
+                )
+                updated = cursor.rowcount
+        if not updated:
+            raise _ExportTakenOver(f"export job {job_id} attempt {attempt}")
+
+    try:
+        yield progress
+    finally:
+        if side is not None:
+            side.close()
 
 
 def export_job_get_for_user(*, job_id: int, user: AbstractBaseUser | AnonymousUser) -> ExportJob:

@@ -166,6 +166,9 @@ class ExportJob(models.Model):
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.QUEUED)
     total_rows = models.PositiveIntegerField(default=0)
     rows_written = models.PositiveIntegerField(default=0)
+    # Incremented by each claim; a fencing token as on TrainingRun: a redelivered task takes over a
+    # job left running by a dead worker, and the older attempt's later writes are refused.
+    attempts = models.PositiveSmallIntegerField(default=0)
     file_path = models.CharField(max_length=500, blank=True)
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -63,6 +63,11 @@ class TrainingRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Handing the task to the broker is a step of its own, recorded so it can be redone: a queued
+    # run with `enqueued_at` empty never reached the broker (it was down, or the process died right
+    # after the commit) and the next retrain check sends it again (services.training_run_resend_due).
+    enqueued_at = models.DateTimeField(null=True, blank=True, help_text="When the broker took the task.")
+    enqueue_tried_at = models.DateTimeField(null=True, blank=True, help_text="The last attempt to send it.")
 
     class Meta:
         ordering = ["-created_at"]

@@ -52,6 +52,12 @@ TOP_RESPONSES_PER_GROUP = 5
 # A run still "running" this long after it started has lost its worker (the task's hard time
 # limit in modeling.tasks is 4 h 5 min); a new request may then fail it and start afresh.
 RUNNING_STALE_AFTER = timedelta(hours=5)
+# A queued run whose task the broker never took is sent again by a retrain check at most this
+# often (one process at a time), so a broker that is down costs one failed publish per interval.
+RESEND_UNSENT_AFTER = timedelta(seconds=5)
+# A run the broker took but that is still queued this long after is sent again: a broker restarted
+# without persistence loses its messages. A duplicate costs nothing (claiming is a compare-and-swap).
+RESEND_QUEUED_AFTER = timedelta(minutes=15)
 DEFAULT_TEST_FRACTION = 0.2
 MODEL_CACHE_SIZE = 4
 
@@ -152,13 +158,16 @@ def training_run_request(
     requested_by: AbstractBaseUser | None = None,
     hyperparameters: Mapping[str, Any] | None = None,
     enqueue: bool = True,
+    keep_if_broker_down: bool = False,
 ) -> tuple[TrainingRun, bool]:
     """Queue a training run, or return the study's active one: `(run, created)`.
 
     `groups=None` lets the run choose K. The partial unique constraint `one_active_run_per_study`
     is what guarantees a single active run: two concurrent requests both try the insert and the
-    loser gets the winner's run. The task is enqueued after commit; when the broker refuses it the
-    run is marked failed and TrainingQueueError raised. `enqueue=False` leaves the run queued for
+    loser gets the winner's run. The task is enqueued after commit. When the broker refuses it,
+    the run is marked failed and TrainingQueueError raised (a researcher asked and is told), or,
+    with `keep_if_broker_down` (automatic retraining), the run stays queued and unsent, and a
+    later check sends it (`training_run_resend_due`). `enqueue=False` leaves the run queued for
     the caller to execute in-process (`train_reward_model --sync`).
     """
     kind, groups, params = _request_clean(kind=kind, groups=groups, hyperparameters=hyperparameters)
@@ -168,17 +177,51 @@ def training_run_request(
                 run = TrainingRun.objects.create(
                     study=study, kind=kind, groups_requested=groups, hyperparameters=params, trigger=trigger[:20],
                     requested_by=requested_by if requested_by is not None and requested_by.is_authenticated else None,
+                    # Counts as the first attempt: no other process resends it while this one sends.
+                    enqueue_tried_at=timezone.now() if enqueue else None,
                 )
         except IntegrityError:
             active = training_run_active(study=study)
             if active is not None and not _run_fail_if_stale(run=active):
+                # A run waiting for a broker that was down goes out now, if it is due.
+                training_run_resend_due(study_id=study.pk)
                 return active, False
             # The active run finished (or was abandoned) between our insert and our read: try again.
             continue
         if enqueue:
-            transaction.on_commit(functools.partial(_training_enqueue, run_id=run.pk))
+            transaction.on_commit(functools.partial(
+                _training_enqueue, run_id=run.pk, keep_if_broker_down=keep_if_broker_down
+            ))
         return run, True
     raise IntegrityError(f"Could not queue a training run for study {study.slug}: runs keep colliding.")
+
+
+def training_run_resend_due(*, study_id: int) -> bool:
+    """Send again the study's queued run whose task is not on the broker; True if it was sent.
+
+    Due: never taken by the broker and last tried RESEND_UNSENT_AFTER ago, or taken but still
+    queued RESEND_QUEUED_AFTER later (the broker lost it). Of several processes checking at once,
+    the one whose compare-and-swap on `enqueue_tried_at` succeeds sends; a run sent twice is
+    still trained once (`_run_claim`). One indexed query when nothing is due.
+    """
+    now = timezone.now()
+    unsent = Q(enqueued_at__isnull=True) & (
+        Q(enqueue_tried_at__isnull=True) | Q(enqueue_tried_at__lt=now - RESEND_UNSENT_AFTER)
+    )
+    lost = Q(enqueued_at__lt=now - RESEND_QUEUED_AFTER) & Q(enqueue_tried_at__lt=now - RESEND_QUEUED_AFTER)
+    due = (
+        TrainingRun.objects.filter(study_id=study_id, status=Status.QUEUED).filter(unsent | lost)
+        .values_list("pk", "enqueue_tried_at").first()
+    )
+    if due is None:
+        return False
+    run_id, tried = due
+    if not TrainingRun.objects.filter(pk=run_id, status=Status.QUEUED, enqueue_tried_at=tried).update(
+        enqueue_tried_at=now
+    ):
+        return False  # another process is sending it
+    logger.info("Training run %s of study %s was not on the broker; sending it again.", run_id, study_id)
+    return _training_enqueue(run_id=run_id, keep_if_broker_down=True)
 
 
 def _run_fail_if_stale(*, run: TrainingRun) -> bool:
@@ -195,18 +238,34 @@ def _run_fail_if_stale(*, run: TrainingRun) -> bool:
     )
 
 
-def _training_enqueue(*, run_id: int) -> None:
+def _training_enqueue(*, run_id: int, keep_if_broker_down: bool) -> bool:
+    """Publish the run's task; True once the broker has it. See training_run_request for failures."""
     # Imported here: the task module imports this one.
     from modeling.tasks import train_reward_model
 
     try:
         train_reward_model.delay(run_id)
     except Exception as exc:  # kombu OperationalError, redis errors…: whatever stops the publish
+        reason = f"{type(exc).__name__}: {exc}"
+        if keep_if_broker_down:
+            # Status filter: never overwrite the message of a run a worker took meanwhile.
+            TrainingRun.objects.filter(pk=run_id, status=Status.QUEUED, enqueued_at__isnull=True).update(
+                progress_message="waiting for the task queue (broker unreachable)"
+            )
+            logger.warning("Training run %s not yet queued (broker unreachable, will retry): %s", run_id, reason)
+            return False
         TrainingRun.objects.filter(pk=run_id, status=Status.QUEUED).update(
             status=Status.FAILED, finished_at=timezone.now(),
-            error=f"Could not queue the training task (is the broker running?): {type(exc).__name__}: {exc}"[:2000],
+            error=f"Could not queue the training task (is the broker running?): {reason}"[:2000],
         )
         raise TrainingQueueError(f"Could not queue training run {run_id}: {exc}") from exc
+    # Unconditional on status: a worker may already have claimed it (it never touches this field).
+    TrainingRun.objects.filter(pk=run_id).update(enqueued_at=timezone.now())
+    if keep_if_broker_down:  # it may have waited: the page should stop saying so
+        TrainingRun.objects.filter(pk=run_id, status=Status.QUEUED, progress_message__startswith="waiting").update(
+            progress_message=""
+        )
+    return True
 
 
 # --- Running a run ---------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from django.conf import settings
 from annotation.selectors_training import judgment_count_for_training
 from modeling.models import StudyModel, TrainingRun
 from modeling.selectors import study_get_by_id
-from modeling.services import TrainingQueueError, training_run_request
+from modeling.services import training_run_request, training_run_resend_due
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +26,8 @@ def retrain_maybe_request(*, study_id: int) -> None:
     """Request a retrain once `retrain_every` judgments arrived since the last request. Never raises.
 
     It runs inside an annotator's request: whatever goes wrong here is logged, and the annotator's
-    judgment (already committed) is unaffected.
+    judgment (already committed) is unaffected. A request made while the broker is down is kept:
+    the run stays queued and unsent, and a later check sends it once the broker is back.
     """
     try:
         _retrain_maybe_request(study_id=study_id)
@@ -44,6 +45,8 @@ def _retrain_maybe_request(*, study_id: int) -> None:
         return
     if next(_calls[study_id]) % max(1, every // 20):
         return
+    # A run requested while the broker was down (or lost by it) goes out now if it is due.
+    training_run_resend_due(study_id=study_id)
     count = judgment_count_for_training(study_id=study_id)
     seen = state.judgments_at_last_request
     if count - seen < every:
@@ -53,18 +56,11 @@ def _retrain_maybe_request(*, study_id: int) -> None:
         judgments_at_last_request=count
     ):
         return
-    try:
-        run, created = training_run_request(
-            study=study_get_by_id(study_id=study_id), kind=TrainingRun.Kind.PAL_A, groups=None, trigger="auto"
-        )
-    except TrainingQueueError as exc:
-        # Put the counter back so the next judgment tries again once the broker is reachable.
-        StudyModel.objects.filter(pk=state.pk, judgments_at_last_request=count).update(
-            judgments_at_last_request=seen
-        )
-        _calls.pop(study_id, None)  # and no throttle: the very next judgment checks
-        logger.warning("Automatic retrain of study %s not queued: %s", study_id, exc)
-        return
+    # Kept even if the broker is down: the request is a queued row, sent by a later check.
+    run, created = training_run_request(
+        study=study_get_by_id(study_id=study_id), kind=TrainingRun.Kind.PAL_A, groups=None, trigger="auto",
+        keep_if_broker_down=True,
+    )
     logger.info(
         "Study %s reached %s judgments: %s training run %s.", study_id, count,
         "requested" if created else "an active run already covers it:", run.pk,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,9 +29,11 @@ from django.db import connection
 from django.test import Client
 
 from config.celery import app as celery_app
-from modeling.models import TrainingRun
-from modeling.services import training_run_request
-from tests.modeling.conftest import FAST, celery_broker, planted_study_create
+from modeling.models import StudyModel, TrainingRun
+from modeling.selectors import training_run_current
+from modeling.services import PredictionItem, preferences_predict, training_run_request
+from modeling.tasks import train_reward_model
+from tests.modeling.conftest import FAST, TOPICS, celery_broker, planted_study_create, run_sync
 
 REDIS_URL = os.environ.get("POLYPHONY_TEST_REDIS_URL", "redis://127.0.0.1:6379/5")
 REPO = Path(__file__).resolve().parents[2]
@@ -129,26 +132,52 @@ def test_a_worker_trains_the_model_and_the_study_page_shows_it(researcher: Any, 
     assert "BTL baseline" in html and "Group 2" in html
 
 
-def test_the_run_of_a_killed_worker_is_redone_by_the_next_one(researcher: Any, tmp_path: Path) -> None:
+def test_the_run_of_a_killed_worker_is_redone_while_the_previous_model_serves(
+    researcher: Any, tmp_path: Path
+) -> None:
+    """SIGKILL mid-run: the study keeps its previous model, the run is redone (not doubled), and of
+    two workers receiving the same run only one trains it."""
     planted = planted_study_create(owner=researcher)
+    previous = run_sync(study=planted.study)  # the model the study serves before the retrain
+    assert previous.status == "done", previous.error
+    item = PredictionItem(annotator="formal-0", prompt=TOPICS[0][0], response_a=planted.formal[0].text,
+                          response_b=planted.casual[0].text)
     log = tmp_path / "worker.log"
     # A short visibility timeout so the broker hands the unacknowledged task on within seconds.
     quick = {"CELERY_VISIBILITY_TIMEOUT": "3"}
+    current: list[int | None] = []  # the study's current run, sampled throughout
+
+    def state() -> TrainingRun:
+        current.append(StudyModel.objects.get(study=planted.study).current_run_id)
+        assert TrainingRun.objects.filter(study=planted.study, status__in=["queued", "running"]).count() <= 1
+        return TrainingRun.objects.get(pk=run.pk)
+
     with celery_broker(REDIS_URL):
         _queues_purge()
         run, _ = training_run_request(study=planted.study, groups=2, hyperparameters=FAST)
         with _worker(log=log, extra_env=quick) as first:
-            _wait_for(lambda: TrainingRun.objects.get(pk=run.pk).status == "running", timeout=120,
+            _wait_for(lambda: state().status == "running", timeout=120,
                       what="the first worker to claim the run", log=log)
             first.kill()  # SIGKILL: no chance to acknowledge, reject or clean up
             first.wait(timeout=10)
         claimed = TrainingRun.objects.get(pk=run.pk)
         assert claimed.status == "running" and claimed.attempts == 1
+        # Meanwhile the study serves its previous model: predictions come from it.
+        assert training_run_current(study=planted.study).pk == previous.pk
+        assert preferences_predict(study=planted.study, items=[item])[0] > 0.5  # formal-0 prefers formal
+        # A duplicate of the task (a client retry) and a second request while the run is active.
+        train_reward_model.delay(run.pk)
+        again, created = training_run_request(study=planted.study, groups=2, hyperparameters=FAST)
+        assert (again.pk, created) == (run.pk, False)
         time.sleep(3.5)  # past the visibility timeout
-        with _worker(log=log, extra_env=quick):
-            _wait_for(lambda: TrainingRun.objects.get(pk=run.pk).status in ("done", "failed"), timeout=240,
-                      what="the second worker to redo the run", log=log)
+        with _worker(log=log, extra_env=quick), _worker(log=log, extra_env=quick):
+            _wait_for(lambda: state().status in ("done", "failed"), timeout=240,
+                      what="a second worker to redo the run", log=log)
     redone = TrainingRun.objects.get(pk=run.pk)
     assert redone.status == "done", redone.error
-    assert redone.attempts == 2  # taken over, not a second run
-    assert TrainingRun.objects.filter(study=planted.study).count() == 1
+    assert redone.attempts == 2  # taken over once, not a second run, and never trained twice at once
+    assert TrainingRun.objects.filter(study=planted.study).count() == 2  # the previous run and this one
+    assert re.search(rf"Training run {run.pk} is (running|done); not running it again", log.read_text())  # the dup
+    # The previous model was current at every sample until the redone run replaced it.
+    assert set(current[:-1]) <= {previous.pk} and current[-1] in (previous.pk, run.pk)
+    assert StudyModel.objects.get(study=planted.study).current_run_id == run.pk
