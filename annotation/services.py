@@ -250,6 +250,12 @@ def pair_serve_next(*, participant: Participant) -> ServedPair | None:
     outstanding = served_pair_outstanding(participant=participant)
     if outstanding is not None:
         return outstanding
+    return _pair_serve_locked(participant=participant)
+
+
+def _pair_serve_locked(*, participant: Participant) -> ServedPair | None:
+    """pair_serve_next past its unlocked read: lock the participant, read again, choose, serve."""
+    study = participant.study
     with transaction.atomic():
         judgment_count, completed = _participant_lock(participant=participant)
         participant.judgment_count = judgment_count
@@ -267,18 +273,48 @@ def pair_serve_next(*, participant: Participant) -> ServedPair | None:
         pair_id, policy = _pair_choose(participant=participant)
         if pair_id is None:
             return _participant_complete(participant=participant) if judgment_count else None
-        pair = pair_for_display(pair_id=pair_id)
-        left, right = (pair.response_a, pair.response_b)
-        if random.random() < 0.5:
-            left, right = right, left
-        return ServedPair.objects.create(
-            participant=participant,
-            pair=pair,
-            left_response=left,
-            right_response=right,
-            policy=policy,
-            served_at=timezone.now(),
-        )
+        return _served_pair_create(participant=participant, pair_id=pair_id, policy=policy)
+
+
+def _served_pair_create(*, participant: Participant, pair_id: int, policy: str) -> ServedPair:
+    """Record the chosen pair as served, in a random left/right order, loaded for display.
+
+    On PostgreSQL one statement inserts it and reads back the texts (_serve_sql, as the submission
+    statement does); SQLite cannot put an INSERT in a WITH, so there it is a read and an insert.
+    """
+    swap = random.random() < 0.5
+    if connection.vendor == "postgresql":
+        params = {"pair_id": pair_id, "participant_id": participant.pk, "swap": swap, "policy": policy,
+                  "next_id": _db_value(ServedPair, "id", uuid.uuid4()),
+                  "now": _db_value(ServedPair, "served_at", timezone.now())}
+        with hot_cursor() as cursor:
+            cursor.execute(_served_pair_create_sql(), params)
+            row = cursor.fetchone()
+        served = served_pair_display().served(row, participant=participant)
+        if served is None:
+            raise Pair.DoesNotExist(str(pair_id))
+        return served
+    pair = pair_for_display(pair_id=pair_id)
+    left, right = (pair.response_b, pair.response_a) if swap else (pair.response_a, pair.response_b)
+    return ServedPair.objects.create(
+        participant=participant,
+        pair=pair,
+        left_response=left,
+        right_response=right,
+        policy=policy,
+        served_at=timezone.now(),
+    )
+
+
+@functools.cache
+def _served_pair_create_sql() -> str:
+    display = served_pair_display()
+    _, *joined_shapes = display.shapes
+    sql = f"""
+        WITH chosen AS (SELECT CAST(%(pair_id)s AS BIGINT) AS id),
+        s AS ({_serve_sql()} RETURNING {row_shape(ServedPair, None).select})
+        SELECT s.*, {", ".join(shape.select for shape in joined_shapes)} FROM {display.joined(None)}"""
+    return " ".join(sql.split())
 
 
 def _participant_lock(*, participant: Participant) -> tuple[int, bool]:
@@ -425,7 +461,10 @@ def judgment_submit(
     PostgreSQL under the random policy the same statement also serves the next pair (`next_served`
     on the result): only the submission that claimed the participant's one outstanding pair can
     create the next, so the claim serialises that serving as the participant lock does in
-    pair_serve_next. Otherwise `next_served` is None and pair_serve_next serves.
+    pair_serve_next. Under a registered chooser (a model policy) the next pair is served right after
+    the store, with pair_serve_next, so that the answer just given moves the choice and the next
+    read finds the pair ready, as under random. Otherwise (SQLite under random, the quota met)
+    `next_served` is None and pair_serve_next serves on the next read.
     """
     study = participant.study
     if not study.is_open:
@@ -459,12 +498,23 @@ def judgment_submit(
             raise ServedPairNotFound(str(served_id))
         return JudgmentResult(judgment=existing, duplicate=True, completed=participant.completed_at is not None)
     judgment, next_served = stored
+    if next_served is None and study.selection_policy in PAIR_CHOOSERS and participant.completed_at is None:
+        next_served = _pair_serve_after_submit(participant=participant)
     for hook in _judgment_hooks(tuple(settings.POLYPHONY_JUDGMENT_HOOKS)):
         # After commit: a hook (e.g. modeling's retrain trigger) must never see, or undo, a judgment
         # that is not stored; annotation calls it by name so it need not import modeling.
         transaction.on_commit(functools.partial(hook, study_id=study.pk))
     completed = participant.completed_at is not None
     return JudgmentResult(judgment=judgment, duplicate=False, completed=completed, next_served=next_served)
+
+
+def _pair_serve_after_submit(*, participant: Participant) -> ServedPair | None:
+    """The next pair under a model policy, served once the judgment is stored (its own transaction)."""
+    try:
+        # The submission claimed the one outstanding pair, so the unlocked read would find none.
+        return _pair_serve_locked(participant=participant)
+    except Participant.DoesNotExist:
+        return None  # withdrawn meanwhile: the judgment went with them, and there is nothing to serve
 
 
 def _submission_atomic() -> AbstractContextManager[object]:

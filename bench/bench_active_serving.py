@@ -2,19 +2,25 @@
 
     .venv/bin/python bench/bench_active_serving.py [--participants 25] [--judgments 20] [--pairs-per-prompt 45]
 
-Creates a fresh PostgreSQL database (`polyphony_bench_h8`), seeds two open studies with the same
+Creates a fresh PostgreSQL database (`polyphony_bench_h1`), seeds two open studies with the same
 pool shape (223 prompts × 10 responses = 10,035 pairs), one `random`, one `information_gain`,
-and gives the second a current run with cached pair scores for K = 4. The P matrix is
-FABRICATED (random probabilities): latency does not depend on what the numbers are, and training a
-real model on 10,000 pairs would only slow the benchmark. It starts gunicorn, registers participants
-through `POST /api/v1/studies/<slug>/participants`, and one client (no queueing) answers in rounds,
+and gives the second a current run with cached pair scores for K = 4 and the particles of
+information gain: `--annotators` (500) fabricated training annotators' weight vectors, merged by
+the refresh's own bound (`modeling.pair_scores.PARTICLE_CELLS`) to 99 particles (95 merged vectors +
+the 4 prototypes), the most the refresh stores for a pool of this size; answers are three-way
+(a Davidson tie parameter is set). The P matrix and the weights are FABRICATED (random):
+latency does not depend on what the numbers are, and training a real model on 10,000 pairs would
+only slow the benchmark. It starts gunicorn, registers participants through
+`POST /api/v1/studies/<slug>/participants`, and one client (no queueing) answers in rounds,
 alternating the two studies' participants so both see the same machine load:
 `GET /api/v1/participant/next` then `POST /api/v1/participant/judgments`.
 
-Where the choice happens differs: for `random`, annotation serves the next pair inside the submit
-statement, so the GET only reads it; for the model policies the submit serves nothing and the GET
-chooses (with the just-stored judgment in the posterior). Hence the report has GET, POST and the
-whole cycle (GET + POST) per policy, and an in-process timing of `pair_choose_model` alone.
+Under both policies the next pair is chosen in the POST, right after the judgment is stored (for
+`random` inside the submit statement, for the model policies by `pair_serve_next` after it, with the
+judgment just stored in the posterior), so the GET reads the pair already served, except the
+first GET of each participant, which chooses. The report has GET, POST and the whole cycle
+(GET + POST) per policy, the ratio of information_gain's p95 to random's for each, and an
+in-process timing of `pair_choose_model` alone.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_annotation_load import GUNICORN, PYTHON, database_create, django_env  # noqa: E402
 
-DATABASE = "polyphony_bench_h8"
+DATABASE = "polyphony_bench_h1"
 ADMIN_URL = "postgres://127.0.0.1:5432/postgres"
 SLUGS = {"random": "bench-active-random", "information_gain": "bench-active-ig"}
 
@@ -45,6 +51,8 @@ import numpy as np
 from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 from elicitation.models import Pair, Prompt, Response, Study, content_hash
+from modeling import pair_scores
+from modeling.core import selection
 from modeling.models import PairScores, StudyModel, TrainingRun
 owner = get_user_model().objects.create_user("bench-owner", password=None)
 print("TOKEN", Token.objects.create(user=owner).key)
@@ -73,11 +81,19 @@ for policy, slug in {slugs!r}.items():
     pairs = list(Pair.objects.filter(study=study).order_by("id").values_list("id", "prompt_id"))
     run = TrainingRun.objects.create(study=study, status="done", groups_chosen=4, kind="pal-a")
     StudyModel.objects.create(study=study, current_run=run)
-    probs = 1 / (1 + np.exp(-2.5 * rng.standard_normal((len(pairs), 4))))  # fabricated, see the docstring
+    logits = 2.5 * rng.standard_normal((len(pairs), 4))  # fabricated, see the docstring
+    probs = 1 / (1 + np.exp(-logits))
+    # {annotators} fabricated training annotators' weights, merged to the refresh's particle bound.
+    room = max(5, min(pair_scores.MAX_PARTICLES, pair_scores.PARTICLE_CELLS // len(pairs)))
+    particles, particle_prior = selection.particles_from_weights(
+        rng.dirichlet(np.full(4, 0.3), {annotators}), max_particles=room)
     PairScores.objects.create(study=study, run=run, k=4, n_pairs=len(pairs),
         pair_ids=np.array([p[0] for p in pairs], dtype="<i8").tobytes(),
         prompt_ids=np.array([p[1] for p in pairs], dtype="<i8").tobytes(),
-        proto_probs=probs.astype("<f4").tobytes(), prior=[0.4, 0.3, 0.2, 0.1])
+        proto_probs=probs.astype("<f4").tobytes(), prior=[0.4, 0.3, 0.2, 0.1],
+        particles=particles.tolist(), particle_prior=particle_prior.tolist(),
+        particle_probs=selection.particle_pair_probs(logits, particles).astype("<f4").tobytes(), tie_nu=0.5)
+    print("PARTICLES", slug, len(particle_prior))
     print("PAIRS", slug, len(pairs))
 """
 
@@ -101,20 +117,25 @@ def main() -> None:
     parser.add_argument("--judgments", type=int, default=20, help="per participant")
     parser.add_argument("--prompts", type=int, default=223)
     parser.add_argument("--responses", type=int, default=10)
-    parser.add_argument("--port", type=int, default=8718)
+    parser.add_argument("--annotators", type=int, default=500,
+                        help="fabricated training annotators behind the particles (merged to the refresh's bound)")
+    parser.add_argument("--port", type=int, default=18100)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     import httpx
 
+    load_start = [round(x, 2) for x in os.getloadavg()]
     database_create(admin_url=ADMIN_URL, name=DATABASE)
     env = django_env(database_url=f"postgres://127.0.0.1:5432/{DATABASE}")
-    env["POLYPHONY_VAR_DIR"] = "/tmp/polyphony_bench_h8_var"
+    env["POLYPHONY_VAR_DIR"] = "/tmp/polyphony_bench_h1_var"
     subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
-    code = SEED.format(slugs=SLUGS, judgments=args.judgments, prompts=args.prompts, responses=args.responses)
+    code = SEED.format(slugs=SLUGS, judgments=args.judgments, prompts=args.prompts, responses=args.responses,
+                       annotators=args.annotators)
     out = subprocess.run([PYTHON, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
     token = next(line.split()[1] for line in out.splitlines() if line.startswith("TOKEN"))
     pool = {line.split()[1]: int(line.split()[2]) for line in out.splitlines() if line.startswith("PAIRS")}
+    particles = {line.split()[1]: int(line.split()[2]) for line in out.splitlines() if line.startswith("PARTICLES")}
     subprocess.run([PYTHON, "manage.py", "dbshell", "--", "-c", "ANALYZE"], cwd=ROOT, env=env, check=True,
                    capture_output=True)
     config = Path(f"/tmp/bench_active_gunicorn_{os.getpid()}.py")
@@ -165,14 +186,15 @@ def main() -> None:
         config.unlink(missing_ok=True)
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, load avg {os.getloadavg()[0]:.1f}",
-        "pool_pairs": pool, "k": 4, "participants_per_policy": args.participants,
+        "pool_pairs": pool, "k": 4, "particles": particles, "participants_per_policy": args.participants,
         "judgments_per_participant": args.judgments,
         "http_ms": {policy: {kind: percentiles(v) for kind, v in kinds.items()} for policy, kinds in times.items()},
         "in_process_choose_ms": in_process_choose(env=env),
     }
     ig, rnd = result["http_ms"]["information_gain"], result["http_ms"]["random"]
-    result["ratio_cycle_p95_ig_over_random"] = round(ig["cycle"]["p95"] / rnd["cycle"]["p95"], 2)
-    result["ratio_next_p95_ig_over_random"] = round(ig["next"]["p95"] / rnd["next"]["p95"], 2)
+    for kind in ("next", "submit", "cycle"):
+        result[f"ratio_{kind}_p95_ig_over_random"] = round(ig[kind]["p95"] / rnd[kind]["p95"], 2)
+    result["load_avg_start_end"] = [load_start, [round(x, 2) for x in os.getloadavg()]]
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

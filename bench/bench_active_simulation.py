@@ -1,8 +1,10 @@
 """Active querying in simulation: how fast each selection policy learns where a new annotator stands.
 
     .venv/bin/python bench/bench_active_simulation.py [--seeds 0] [--new-per-policy 40] [--groups 3]
+        [--policies random information_gain] [--database polyphony_bench_h1_sim]
 
-For each seed, on PostgreSQL (a fresh database `polyphony_bench_h8_sim`):
+For each seed, on PostgreSQL (a fresh database, `polyphony_bench_h1_sim` unless `--database`; give
+each of several parallel processes its own):
 
 1. `bench.synthetic.generate` makes a world of latent annotator groups (3 groups, 15 % mixtures).
    80 % of its annotators are training annotators: their judgments are imported as comparisons
@@ -42,20 +44,20 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-DATABASE = "polyphony_bench_h8_sim"
+DATABASE = "polyphony_bench_h1_sim"
 CHECKPOINTS = (5, 10, 20, 40)
 POLICIES = ("random", "uncertainty", "information_gain", "disagreement", "mixed")
 EVAL_PAIRS = 300
 
 
-def setup_django() -> None:
+def setup_django(database: str) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ["DATABASE_URL"] = f"postgres://127.0.0.1:5432/{DATABASE}"
-    os.environ.setdefault("POLYPHONY_VAR_DIR", "/tmp/polyphony_bench_h8_sim_var")
+    os.environ["DATABASE_URL"] = f"postgres://127.0.0.1:5432/{database}"
+    os.environ.setdefault("POLYPHONY_VAR_DIR", f"/tmp/{database}_var")
     os.environ["POLYPHONY_RETRAIN_EVERY"] = "0"
     from bench.bench_annotation_load import database_create
 
-    database_create(admin_url="postgres://127.0.0.1:5432/postgres", name=DATABASE)
+    database_create(admin_url="postgres://127.0.0.1:5432/postgres", name=database)
     import django
 
     django.setup()
@@ -158,7 +160,7 @@ def run_seed(seed: int, args: argparse.Namespace, log: Any) -> dict[str, Any]:
     researcher = APIClient()
     researcher.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
     results: dict[str, Any] = {}
-    for policy in POLICIES:
+    for policy in args.policies:
         Study.objects.filter(pk=study.pk).update(selection_policy=policy)
         acc = {n: [] for n in (0, *CHECKPOINTS)}
         identified: list[bool] = []
@@ -222,9 +224,11 @@ def main() -> None:
     parser.add_argument("--groups", type=int, default=3, help="true groups in the generated world")
     parser.add_argument("--groups-requested", type=int, default=None, help="K of the model (default: chosen)")
     parser.add_argument("--max-groups", type=int, default=4)
+    parser.add_argument("--policies", nargs="+", choices=POLICIES, default=list(POLICIES))
+    parser.add_argument("--database", default=DATABASE)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    setup_django()
+    setup_django(args.database)
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -238,9 +242,10 @@ def main() -> None:
             "identified_after_10": round(float(np.mean([s["policies"][policy]["identified_after_10"]
                                                         for s in per_seed])), 4),
         }
-        for policy in POLICIES
+        for policy in args.policies
     }
-    out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "args": vars(args) | {"out": str(args.out)},
+    out = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, load avg at the end "
+                      f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}", "args": vars(args) | {"out": str(args.out)},
            "seconds": round(time.perf_counter() - started, 1), "summary": summary, "per_seed": per_seed}
     text = json.dumps(out, indent=2)
     print(text)

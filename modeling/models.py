@@ -148,6 +148,14 @@ class PairScores(models.Model):
     prompt_ids = models.BinaryField(help_text="int64 little-endian: the prompt of each pair (prompt balance)")
     proto_probs = models.BinaryField(help_text="float32 little-endian, [n_pairs, k] row-major")
     prior = models.JSONField(help_text="The run's population weights (k numbers).")
+    # The hypotheses of information gain (modeling.core.selection.particles_from_weights): M weight
+    # vectors (the training annotators', merged past a bound, plus the K pure prototypes), their prior,
+    # and P(a ≻ b) of every pool pair under each. Empty for rows stored before they existed: serving
+    # then ranges over the K prototypes.
+    particles = models.JSONField(default=list, blank=True, help_text="[M][k] mixture weights.")
+    particle_prior = models.JSONField(default=list, blank=True, help_text="M prior probabilities.")
+    particle_probs = models.BinaryField(default=b"", blank=True, help_text="float32 little-endian, [n_pairs, M]")
+    tie_nu = models.FloatField(null=True, blank=True, help_text="Davidson's tie parameter ν (None: no ties).")
 
     def __str__(self) -> str:
         return f"Pair scores of run {self.run_id} ({self.n_pairs} pairs, K={self.k})"

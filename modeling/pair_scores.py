@@ -3,7 +3,10 @@
 Active serving (modeling.serving) scores thousands of candidate pairs per request; running the
 network then would cost tens of milliseconds. After a run becomes current, `pair_scores_refresh`
 embeds the pool's responses through the embedding cache, computes `P(a ≻ b | prototype k)` for
-every pool pair in batches and stores the `[n, K]` matrix as one PairScores row.
+every pool pair in batches and stores the `[n, K]` matrix as one PairScores row. With it go the
+particles of information gain (the training annotators' weight vectors plus the K prototypes, see
+`modeling.core.selection.particles_from_weights`) and the `[n, M]` matrix of P(a ≻ b) under each, so
+that serving does no forward pass and no per-pair mixing either.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import numpy as np
 from django.db import transaction
 
 from elicitation.models import Pair
+from modeling.core import selection
 from modeling.models import PairScores, TrainingRun
 from modeling.selectors import training_run_artifact_folder
 
@@ -21,6 +25,12 @@ logger = logging.getLogger(__name__)
 
 # Pairs per forward pass: bounded memory (two [batch, dim] embedding blocks) at any pool size.
 SCORE_BATCH = 4096
+# The particle matrix is [n_pairs, M] float32, and serving reads it three times per choice (P(a),
+# P(b), answer entropy): at most MAX_PARTICLES columns, and fewer past PARTICLE_CELLS cells, which
+# bounds a choice's products to ~3M multiply-adds (~1 ms) and a run's cache to ~16 MB: a pool of
+# 3,400 pairs keeps 256 particles, 10,000 pairs keep 99, 100,000 pairs keep 10.
+MAX_PARTICLES = 256
+PARTICLE_CELLS = 1_000_000
 
 
 class PairScoresUnavailable(Exception):
@@ -47,7 +57,10 @@ def pair_scores_refresh(*, run_id: int) -> PairScores:
         .values_list("id", "prompt_id", "response_a__text", "response_b__text", "prompt__text")
     )
     k = int(model.k)
+    room = max(k + 1, min(MAX_PARTICLES, PARTICLE_CELLS // max(len(rows), 1)))
+    particles, particle_prior = selection.particles_from_weights(model.annotator_weights, max_particles=room)
     probs = np.zeros((len(rows), k), dtype=np.float32)
+    particle_probs = np.zeros((len(rows), particles.shape[0]), dtype=np.float32)
     for start in range(0, len(rows), SCORE_BATCH):
         batch = rows[start:start + SCORE_BATCH]
         emb = embeddings_for_texts(texts=[r[2] for r in batch] + [r[3] for r in batch],
@@ -56,7 +69,9 @@ def pair_scores_refresh(*, run_id: int) -> PairScores:
         if model.net.use_prompt:
             prompt_emb = embeddings_for_texts(texts=[r[4] for r in batch], model_name=model.embedding_model)
         n = len(batch)
-        probs[start:start + n] = model.prototype_pair_probs(emb[:n], emb[n:], prompt_emb)
+        logits = model.prototype_pair_logits(emb[:n], emb[n:], prompt_emb)
+        probs[start:start + n] = 1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))
+        particle_probs[start:start + n] = selection.particle_pair_probs(logits, particles)
     pair_ids = np.array([r[0] for r in rows], dtype="<i8")
     prompt_ids = np.array([r[1] for r in rows], dtype="<i8")
     prior = [float(x) for x in np.asarray(model.population_weights, dtype=np.float64)]
@@ -67,9 +82,12 @@ def pair_scores_refresh(*, run_id: int) -> PairScores:
                 "study_id": run.study_id, "k": k, "n_pairs": len(rows), "prior": prior,
                 "pair_ids": pair_ids.tobytes(), "prompt_ids": prompt_ids.tobytes(),
                 "proto_probs": np.ascontiguousarray(probs, dtype="<f4").tobytes(),
+                "particles": particles.round(6).tolist(), "particle_prior": [float(x) for x in particle_prior],
+                "particle_probs": np.ascontiguousarray(particle_probs, dtype="<f4").tobytes(),
+                "tie_nu": None if model.log_nu is None else float(np.exp(model.log_nu)),
             },
         )
-    logger.info("Pair scores of run %s: %s pairs, K=%s.", run_id, len(rows), k)
+    logger.info("Pair scores of run %s: %s pairs, K=%s, %s particles.", run_id, len(rows), k, particles.shape[0])
     return scores
 
 

@@ -3,10 +3,16 @@
 `pair_choose_model` is registered in `annotation.services.PAIR_CHOOSERS` by `ModelingConfig.ready`
 (annotation never imports modeling). It returns `(pair id, recorded policy)` (pair id None: nothing
 left to serve), or None to let annotation's own random SQL serve. Per request it needs no forward pass: the current run's
-per-prototype pair probabilities (PairScores) are held in a per-process cache keyed by run id,
-the participant's posterior over the prototypes is recomputed exactly from their answers so far
-(so it moves after every judgment, long before the next retrain), and
-`modeling.core.selection.choose` picks among the pairs they have not been served.
+per-prototype and per-particle pair probabilities (PairScores) are held in a per-process cache keyed
+by run id as contiguous float32 arrays, the participant's posterior over the particles (the training
+annotators' weight vectors and the K prototypes; over the prototypes alone for rows stored without
+particles) is recomputed exactly from their answers so far (so it moves after every judgment, long
+before the next retrain), and `modeling.core.selection.choose` picks among the whole pool with the
+pairs they have been served masked out (no copy of the candidate rows).
+
+annotation calls it under the participant lock when a GET finds no pair outstanding and, under a
+model policy, right after each judgment is stored (judgment_submit), so the answer just given is in
+the posterior of the next choice.
 
 Attention checks are mixed in exactly as annotation's random chooser does it (each one served once,
 at a random position within the quota). Without a current model with pair scores, or on any
@@ -15,6 +21,7 @@ error, it returns None (annotation's random chooser serves) and the reason is lo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -33,9 +40,14 @@ logger = logging.getLogger(__name__)
 
 # Share of `mixed` choices that go to coverage (Study has no field for it yet).
 MIXED_EPSILON = 0.2
+# Information gain (nats) below which no pair is worth asking for the annotator's sake (the
+# particles have all but collapsed): `information_gain` then serves by coverage, recorded as
+# "info_gain:coverage", which at least helps the pool's overlap. 0 turns this off.
+MIN_GAIN = 1e-4
 SCORES_CACHE_SIZE = 8
 # What Judgment.policy / ServedPair.policy record (max_length 20) for each chooser outcome.
-RECORDED_POLICY = {"mixed:information_gain": "mixed:info_gain"}
+RECORDED_POLICY = {"mixed:information_gain": "mixed:info_gain", "information_gain:coverage": "info_gain:coverage",
+                   "mixed:information_gain:coverage": "mixed:coverage"}
 ATTENTION_CHECK_POLICY = "attention_check"
 
 _rng = np.random.default_rng()  # module-level so tests can seed it
@@ -43,14 +55,29 @@ _rng = np.random.default_rng()  # module-level so tests can seed it
 
 @dataclass(frozen=True)
 class CachedScores:
-    """One run's PairScores as arrays (read-only): aligned by position, pair ids ascending."""
+    """One run's PairScores as read-only arrays aligned by position, pair ids ascending.
+
+    Float32 and C-contiguous: the per-request products read them in place (a float64 copy of the
+    particle matrix would cost more than the products).
+    """
 
     run_id: int
     pair_ids: np.ndarray
     prompt_ids: np.ndarray
-    probs: np.ndarray  # [n, K] float64
+    prompt_codes: np.ndarray  # [n] the prompt of each pair as 0..P-1 (prompt balance by bincount)
+    probs: np.ndarray  # [n, K] float32
     entropy: np.ndarray  # [n, K] binary entropies of probs (posterior-free part of information gain)
     prior: np.ndarray  # [K]
+    # Particles are held transposed, [M, n] C-contiguous: the particles that still matter for a
+    # participant are then a gather of whole rows (see `_choose`).
+    particle_probs_t: np.ndarray | None = None  # [M, n] float32 P(a), None for rows without particles
+    particle_entropy_t: np.ndarray | None = None  # [M, n] entropy of the answer
+    particle_probs_b_t: np.ndarray | None = None  # [M, n] P(b) when the model has ties (tie_nu), else None
+    particle_prior: np.ndarray | None = None  # [M]
+    tie_nu: float | None = None
+    n_prompts: int = 0
+    # Information gain of every pair at the prior: a participant's first choice, the same for all.
+    prior_gain: np.ndarray | None = None
 
 
 _scores: OrderedDict[int, CachedScores] = OrderedDict()
@@ -142,20 +169,63 @@ def _scores_cached(*, scores_id: int, run_id: int) -> CachedScores:
 def _scores_load(*, scores_id: int) -> CachedScores:
     """Decode a PairScores row; raises ValueError when its arrays do not fit together."""
     row = PairScores.objects.get(pk=scores_id)
-    n, k = int(row.n_pairs), int(row.k)
-    blobs = bytes(row.pair_ids), bytes(row.prompt_ids), bytes(row.proto_probs)
+    n, k, m = int(row.n_pairs), int(row.k), len(row.particle_prior or [])
+    blobs = bytes(row.pair_ids), bytes(row.prompt_ids), bytes(row.proto_probs), bytes(row.particle_probs or b"")
     prior = np.asarray(row.prior, dtype=np.float64)
-    if tuple(len(b) for b in blobs) != (8 * n, 8 * n, 4 * n * k) or prior.shape != (k,):
-        raise ValueError(f"pair scores {scores_id} of run {row.run_id} are corrupt (n={n}, K={k}: "
-                         f"{'/'.join(str(len(b)) for b in blobs)} bytes of ids/prompts/probabilities, prior {prior.shape})")
+    if tuple(len(b) for b in blobs) != (8 * n, 8 * n, 4 * n * k, 4 * n * m) or prior.shape != (k,):
+        raise ValueError(f"pair scores {scores_id} of run {row.run_id} are corrupt (n={n}, K={k}, M={m}: "
+                         f"{'/'.join(str(len(b)) for b in blobs)} bytes of ids/prompts/probabilities/particles, "
+                         f"prior {prior.shape})")
     pair_ids = np.frombuffer(blobs[0], dtype="<i8")
     prompt_ids = np.frombuffer(blobs[1], dtype="<i8")
-    probs = np.frombuffer(blobs[2], dtype="<f4")
     if n and np.any(np.diff(pair_ids) <= 0):
         raise ValueError(f"pair scores {scores_id} of run {row.run_id}: pair ids are not ascending")
-    matrix = probs.reshape(n, k).astype(np.float64)
-    return CachedScores(run_id=row.run_id, pair_ids=pair_ids, prompt_ids=prompt_ids, probs=matrix,
-                        entropy=selection.binary_entropy(matrix), prior=prior)
+    probs = _matrix(blobs[2], n, k)
+    particle_probs_t = _matrix(blobs[3], n, m, transpose=True) if m else None
+    particle_probs_b_t = particle_entropy_t = None
+    if particle_probs_t is not None:
+        if row.tie_nu is not None:
+            # The answer is three-way (a, b, tie): hold P(a) and P(b), the gain is over all three.
+            a, b = selection.davidson_outcomes(particle_probs_t, row.tie_nu)
+            particle_probs_t, particle_probs_b_t = _frozen(a), _frozen(b)
+            particle_entropy_t = _frozen(selection.outcome_entropy(a, b))
+        else:
+            particle_entropy_t = _entropy32(particle_probs_t)
+    _, prompt_codes = np.unique(prompt_ids, return_inverse=True)
+    cached = CachedScores(
+        run_id=row.run_id, pair_ids=pair_ids, prompt_ids=prompt_ids, prompt_codes=prompt_codes.astype(np.intp),
+        probs=probs, entropy=_entropy32(probs), prior=prior,
+        particle_probs_t=particle_probs_t, particle_entropy_t=particle_entropy_t, particle_probs_b_t=particle_probs_b_t,
+        particle_prior=np.asarray(row.particle_prior, dtype=np.float64) if m else None, tie_nu=row.tie_nu,
+        n_prompts=int(prompt_codes.max()) + 1 if n else 0,
+    )
+    if cached.particle_probs_t is not None and cached.particle_prior is not None:
+        gain = selection.information_gain(
+            cached.particle_probs_t.T, cached.particle_prior, cached.particle_entropy_t.T,
+            None if cached.particle_probs_b_t is None else cached.particle_probs_b_t.T)
+    else:
+        gain = selection.information_gain(cached.probs, cached.prior, cached.entropy)
+    gain.setflags(write=False)
+    return dataclasses.replace(cached, prior_gain=gain)
+
+
+def _matrix(blob: bytes, n: int, columns: int, *, transpose: bool = False) -> np.ndarray:
+    """A native-order, C-contiguous, read-only float32 copy of a little-endian [n, columns] blob
+    (`transpose`: as [columns, n])."""
+    matrix = np.frombuffer(blob, dtype="<f4").reshape(n, columns)
+    out = np.ascontiguousarray(matrix.T if transpose else matrix, dtype=np.float32)
+    out.setflags(write=False)
+    return out
+
+
+def _entropy32(probs: np.ndarray) -> np.ndarray:
+    return _frozen(selection.binary_entropy(probs))
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    out = np.ascontiguousarray(array, dtype=np.float32)
+    out.setflags(write=False)
+    return out
 
 
 def _choose(*, participant: Participant, study: Study, scores: CachedScores, state: ServingState) -> Choice | None:
@@ -170,52 +240,66 @@ def _choose(*, participant: Participant, study: Study, scores: CachedScores, sta
     served_ids = np.fromiter((s[0] for s in served), dtype=np.int64, count=len(served))
     pos = np.searchsorted(scores.pair_ids, served_ids)
     known = (pos < n) & (scores.pair_ids[np.minimum(pos, n - 1)] == served_ids) if n else np.zeros(0, bool)
-    candidate = np.ones(n, dtype=bool)
-    candidate[pos[known]] = False
-    if not candidate.any():
+    available = np.ones(n, dtype=bool)
+    available[pos[known]] = False
+    if not available.any():
         # Everything scored was served; pairs added since the refresh may remain: random serves them.
         return None
 
     posterior = _posterior(scores=scores, served=served, known=known, positions=pos)
-
-    prompt_seen_all = _prompt_seen(scores=scores, served_positions=pos[known])
+    answered = any(choice is not None for _, choice in served)
+    particle_probs = particle_entropy = particle_probs_b = None
+    if scores.particle_probs_t is not None and scores.particle_entropy_t is not None:
+        particle_probs, particle_entropy = scores.particle_probs_t.T, scores.particle_entropy_t.T
+        particle_probs_b = None if scores.particle_probs_b_t is None else scores.particle_probs_b_t.T
+        keep = selection.plausible(posterior)
+        if keep.size <= posterior.size // 8:
+            # Only the particles the answers left plausible (selection.plausible): once they are few,
+            # gathering their rows and reading the transposes as [n, M'] views costs less than the
+            # products over all M (with more than an eighth kept, the copy costs more than it saves).
+            posterior = posterior[keep] / posterior[keep].sum()
+            particle_probs, particle_entropy = scores.particle_probs_t[keep].T, scores.particle_entropy_t[keep].T
+            if scores.particle_probs_b_t is not None:
+                particle_probs_b = scores.particle_probs_b_t[keep].T
     policy = study.selection_policy
-    idx = np.flatnonzero(candidate)
-    deficit = np.zeros(idx.shape[0])
+    deficit = np.zeros(n)
     if policy in (Study.SelectionPolicy.RANDOM, Study.SelectionPolicy.MIXED):
-        deficit = _coverage_deficit(study=study, pair_ids=scores.pair_ids[idx])
+        deficit = _coverage_deficit(study=study, pair_ids=scores.pair_ids)
     candidates = selection.Candidates(
-        proto_probs=scores.probs[idx], coverage_deficit=deficit, prompt_seen=prompt_seen_all[idx],
-        proto_entropy=scores.entropy[idx],
+        proto_probs=scores.probs, coverage_deficit=deficit,
+        prompt_seen=_prompt_seen(scores=scores, served_positions=pos[known]),
+        proto_entropy=scores.entropy, particle_probs=particle_probs, particle_entropy=particle_entropy,
+        particle_probs_b=particle_probs_b, available=available,
+        gain=None if answered else scores.prior_gain,
     )
-    chosen, used = selection.choose(str(policy), candidates, posterior, scores.prior, _rng, epsilon=MIXED_EPSILON)
-    return int(scores.pair_ids[idx[chosen]]), RECORDED_POLICY.get(used, used)
+    chosen, used = selection.choose(str(policy), candidates, posterior, scores.prior, _rng,
+                                    epsilon=MIXED_EPSILON, min_gain=MIN_GAIN)
+    return int(scores.pair_ids[chosen]), RECORDED_POLICY.get(used, used)
 
 
 def _posterior(*, scores: CachedScores, served: list[tuple[int, str | None]], known: np.ndarray,
                positions: np.ndarray) -> np.ndarray:
-    """Exact Bayes over the prototypes from the run's population mix (selection.posterior_update,
-    all answered judgments at once in log space: the same product, without underflow)."""
+    """Exact Bayes from the run's prior after all answered judgments (selection.posterior_from_answers):
+    over the particles when the row has them, else over the K prototypes."""
     rows = [(p, served[i][1]) for i, p in zip(np.flatnonzero(known), positions[known], strict=True)
             if served[i][1] is not None]
     if not rows:
-        return scores.prior.copy()
-    probs = np.clip(scores.probs[[p for p, _ in rows]], 1e-9, 1 - 1e-9)
-    choice = np.array([c for _, c in rows])[:, None]
-    like = np.where(choice == "a", probs, np.where(choice == "b", 1 - probs, np.sqrt(probs * (1 - probs))))
-    log_post = np.log(np.clip(scores.prior, 1e-12, None)) + np.log(like).sum(0)
-    post = np.exp(log_post - log_post.max())
-    return post / post.sum()
+        return (scores.prior if scores.particle_prior is None else scores.particle_prior).copy()
+    answered, choices = [p for p, _ in rows], np.array([c for _, c in rows])
+    if scores.particle_probs_t is not None and scores.particle_prior is not None:
+        probs = scores.particle_probs_t[:, answered].T.astype(np.float64)
+        if scores.particle_probs_b_t is not None:  # held as Davidson's P(a), P(b): back to P(a ≻ b | not tie)
+            probs = probs / (probs + scores.particle_probs_b_t[:, answered].T)
+        return selection.posterior_from_answers(scores.particle_prior, probs, choices, scores.tie_nu)
+    return selection.posterior_from_answers(scores.prior, scores.probs[answered], choices)
 
 
 def _prompt_seen(*, scores: CachedScores, served_positions: np.ndarray) -> np.ndarray:
     """For every scored pair, how often this participant has been served a pair of its prompt."""
     if served_positions.size == 0:
         return np.zeros(scores.pair_ids.shape[0])
-    seen_prompts, counts = np.unique(scores.prompt_ids[served_positions], return_counts=True)
-    where = np.searchsorted(seen_prompts, scores.prompt_ids)
-    where = np.minimum(where, seen_prompts.size - 1)
-    return np.where(seen_prompts[where] == scores.prompt_ids, counts[where], 0).astype(np.float64)
+    counts = np.bincount(scores.prompt_codes[served_positions], minlength=scores.n_prompts)
+    return counts[scores.prompt_codes]
 
 
 def _coverage_deficit(*, study: Study, pair_ids: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ from annotation.models import Judgment, Participant, ServedPair
 from annotation.services import judgment_submit, pair_serve_next
 from elicitation.models import Pair, Study
 from modeling import serving
+from modeling.core import selection
 from modeling.models import PairScores, StudyModel, TrainingRun
 from tests.factories import ParticipantFactory, PromptFactory, ResponseFactory, StudyFactory, pair_create
 
@@ -34,18 +35,26 @@ def test_modeling_registers_its_chooser_for_every_model_policy():
         "uncertainty", "information_gain", "disagreement", "mixed"}
 
 
-def scores_install(study: Study, probs_of: Callable[[Pair], list[float]], prior: list[float] | None = None) -> PairScores:
-    """A finished run made current, with the given per-prototype probabilities for each pool pair."""
+def scores_install(study: Study, probs_of: Callable[[Pair], list[float]], prior: list[float] | None = None,
+                   particles: list[list[float]] | None = None, tie_nu: float | None = None) -> PairScores:
+    """A finished run made current, with the given per-prototype probabilities for each pool pair
+    (and, with `particles`, the particle matrix that the refresh would compute from them)."""
     pairs = list(Pair.objects.filter(study=study, is_attention_check=False).order_by("id"))
     probs = np.array([probs_of(p) for p in pairs], dtype="<f4")
     k = probs.shape[1]
     run = TrainingRun.objects.create(study=study, status=TrainingRun.Status.DONE, groups_chosen=k)
     StudyModel.objects.update_or_create(study=study, defaults={"current_run": run})
+    extra: dict[str, object] = {}
+    if particles is not None:
+        weights, particle_prior = selection.particles_from_weights(np.array(particles))
+        logits = np.log(probs.astype(np.float64) / (1 - probs))
+        extra = {"particles": weights.tolist(), "particle_prior": particle_prior.tolist(), "tie_nu": tie_nu,
+                 "particle_probs": selection.particle_pair_probs(logits, weights).astype("<f4").tobytes()}
     return PairScores.objects.create(
         study=study, run=run, k=k, n_pairs=len(pairs),
         pair_ids=np.array([p.pk for p in pairs], dtype="<i8").tobytes(),
         prompt_ids=np.array([p.prompt_id for p in pairs], dtype="<i8").tobytes(),
-        proto_probs=probs.tobytes(), prior=prior or [1.0 / k] * k,
+        proto_probs=probs.tobytes(), prior=prior or [1.0 / k] * k, **extra,
     )
 
 
@@ -98,6 +107,17 @@ def test_the_posterior_moves_after_each_judgment_and_changes_the_next_pair(answe
     _answer_canonical(participant, first, answer)
     second = pair_serve_next(participant=participant)
     assert second.pair_id == named[expected_next].pk
+
+
+def test_a_submission_under_a_model_policy_serves_the_next_pair_with_its_answer_counted():
+    study, named = _three_prototype_study()
+    participant = _participant(study)
+    first = pair_serve_next(participant=participant)
+    wanted = first.pair.response_b_id  # the answer that points away from prototype 0
+    result = judgment_submit(participant=participant, served_id=first.id, strength=None, rationale="",
+                             choice="a" if first.left_response_id == wanted else "b")
+    assert result.next_served is not None and result.next_served.pair_id == named["y"].pk
+    assert pair_serve_next(participant=participant).id == result.next_served.id  # the next read only reads
 
 
 def test_a_participant_is_never_served_the_same_pair_twice():
@@ -187,17 +207,111 @@ def test_serving_from_cached_scores_takes_a_bounded_number_of_queries(django_ass
         assert pair_serve_next(participant=participant) is not None
 
 
-def test_the_request_posterior_is_exact_bayes_over_the_prototypes():
-    from modeling.core.selection import posterior_update
+def _cached(probs: np.ndarray, prior: np.ndarray, particles: np.ndarray | None = None,
+            tie_nu: float | None = None) -> serving.CachedScores:
+    n = probs.shape[0]
+    extra: dict[str, object] = {}
+    if particles is not None:
+        weights, particle_prior = selection.particles_from_weights(particles)
+        matrix = selection.particle_pair_probs(np.log(probs / (1 - probs)), weights)
+        extra = {"particle_probs_t": np.ascontiguousarray(matrix.T), "particle_prior": particle_prior,
+                 "particle_entropy_t": np.ascontiguousarray(selection.binary_entropy(matrix).T), "tie_nu": tie_nu}
+    return serving.CachedScores(run_id=1, pair_ids=np.arange(n), prompt_ids=np.zeros(n, dtype=np.int64),
+                                prompt_codes=np.zeros(n, dtype=np.intp), probs=probs, entropy=np.zeros_like(probs),
+                                prior=prior, n_prompts=1, **extra)
 
+
+def test_the_request_posterior_is_exact_bayes_over_the_prototypes():
     rng = np.random.default_rng(3)
     probs = rng.uniform(0.05, 0.95, size=(6, 3))
-    cached = serving.CachedScores(run_id=1, pair_ids=np.arange(6), prompt_ids=np.zeros(6, dtype=np.int64),
-                                  probs=probs, entropy=np.zeros_like(probs), prior=np.array([0.5, 0.3, 0.2]))
+    cached = _cached(probs, np.array([0.5, 0.3, 0.2]))
     served = [(0, "a"), (2, "b"), (3, "tie"), (5, None)]
     positions = np.array([0, 2, 3, 5])
     expected = cached.prior
     for position, choice in [(0, "a"), (2, "b"), (3, "tie")]:
-        expected = posterior_update(expected, probs[position], choice)
+        expected = selection.posterior_update(expected, probs[position], choice)
     got = serving._posterior(scores=cached, served=served, known=np.ones(4, bool), positions=positions)
     assert np.allclose(got, expected)
+
+
+def test_the_request_posterior_over_particles_is_the_adaptations_posterior():
+    # The same posterior whose mean modeling.core.adapt.posterior_weights returns (Davidson ties).
+    from modeling.core.adapt import posterior_weights
+
+    rng = np.random.default_rng(4)
+    probs = rng.uniform(0.05, 0.95, size=(8, 3))
+    weights = rng.dirichlet(np.ones(3), 12)
+    nu = 0.6
+    cached = _cached(probs, np.full(3, 1 / 3), particles=weights, tie_nu=nu)
+    served = [(0, "a"), (1, "b"), (4, "tie"), (6, "a")]
+    got = serving._posterior(scores=cached, served=served, known=np.ones(4, bool), positions=np.array([0, 1, 4, 6]))
+    particles, _ = selection.particles_from_weights(weights)
+    logits = np.log(probs / (1 - probs))[[0, 1, 4, 6]]
+    expected_mean = posterior_weights(logits, np.array([0, 1, 2, 0]), weights, log_nu=np.log(nu))
+    assert np.allclose(got @ particles, expected_mean, atol=1e-5)
+
+
+def test_information_gain_over_particles_keeps_asking_once_the_prototype_is_known():
+    # Prototype 0 is certain for everyone (the particles all lean to it), so prototype-level gain
+    # is ~0 on every pair; the particles (0.9/0.1 against 0.6/0.4) still disagree on `y`.
+    study, pairs = _study("information_gain", 3, judgments_per_participant=3)
+    named = dict(zip(["flat", "y", "agree"], pairs, strict=True))
+    sig = {"flat": [0.95, 0.95], "y": [1 / (1 + np.exp(-1.0)), 1 / (1 + np.exp(4.0))], "agree": [0.2, 0.2]}
+    by_pk = {p.pk: sig[name] for name, p in named.items()}
+    scores_install(study, lambda p: by_pk[p.pk], prior=[0.999, 0.001], particles=[[0.9, 0.1]] * 5 + [[0.6, 0.4]] * 5)
+    served = pair_serve_next(participant=_participant(study))
+    assert served.pair_id == named["y"].pk and served.policy == "information_gain"
+
+
+@pytest.mark.parametrize("policy", ["uncertainty", "information_gain", "disagreement", "mixed"])
+def test_every_model_policy_serves_from_particle_scores_before_and_after_an_answer(policy, caplog):
+    study, _ = _study(policy, 4, judgments_per_participant=3)
+    scores_install(study, lambda p: [0.9, 0.2] if p.pk % 2 else [0.4, 0.7], particles=[[0.7, 0.3], [0.2, 0.8]],
+                   tie_nu=0.4)
+    participant = _participant(study)
+    with caplog.at_level(logging.WARNING, logger="modeling.serving"):
+        first = pair_serve_next(participant=participant)
+        _answer_canonical(participant, first, "a")
+        second = pair_serve_next(participant=participant)
+    assert not caplog.records
+    assert {first.policy, second.policy} <= {policy, "mixed:coverage", "mixed:info_gain"}
+
+
+def test_pair_scores_without_particles_still_serve_over_the_prototypes():
+    study, pairs = _study("information_gain", 3)
+    scores_install(study, lambda p: [0.99, 0.01] if p.pk == pairs[1].pk else [0.8, 0.8])
+    assert PairScores.objects.get(study=study).particle_prior == []
+    assert pair_serve_next(participant=_participant(study)).pair_id == pairs[1].pk
+
+
+def test_the_participant_api_under_information_gain_serves_each_pair_once_and_reads_after_a_submit(
+        api_client, researcher):
+    # The whole flow through the participant API: the POST chooses the next pair (the answer counted),
+    # the GET that follows only reads it.
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from rest_framework.test import APIClient
+
+    study, pairs = _study("information_gain", 5, judgments_per_participant=4, owner=researcher)
+    scores_install(study, lambda p: [0.9, 0.2] if p.pk % 2 else [0.3, 0.8], particles=[[0.7, 0.3], [0.2, 0.8]],
+                   tie_nu=0.5)
+    token = api_client.post(f"/api/v1/studies/{study.slug}/participants", {"external_id": "sim"},
+                            format="json").json()["token"]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    served = []
+    body = client.get("/api/v1/participant/next").json()
+    while True:
+        served.append(body["served_id"])
+        stored = client.post("/api/v1/participant/judgments", {"served_id": body["served_id"], "choice": "tie"},
+                             format="json")
+        assert stored.status_code == 201
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get("/api/v1/participant/next")
+        if response.status_code == 204:
+            break
+        assert len(queries) <= 2, [q["sql"] for q in queries]  # token, outstanding pair: no choosing here
+        body = response.json()
+    pair_ids = list(ServedPair.objects.filter(participant__study=study).values_list("pair_id", flat=True))
+    assert len(served) == 4 and len(set(pair_ids)) == 4
+    assert set(Judgment.objects.values_list("policy", flat=True)) == {"information_gain"}

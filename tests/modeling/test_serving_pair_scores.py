@@ -43,6 +43,26 @@ def test_refresh_stores_one_probability_per_pool_pair_and_prototype(trained):
     assert np.abs(p_formal[:, 0] - p_formal[:, 1]).mean() > 0.3
 
 
+def test_refresh_stores_the_particles_of_information_gain(trained):
+    # The training annotators' weight vectors plus the K prototypes, with the adaptation's prior, and
+    # P(a ≻ b) of every pool pair under each: a pure-prototype particle reproduces that prototype.
+    from modeling.core.models import RewardModel
+    from modeling.selectors import training_run_artifact_folder
+
+    _, run = trained
+    scores = pair_scores_refresh(run_id=run.pk)
+    model = RewardModel.load(training_run_artifact_folder(run=run))
+    particles = np.array(scores.particles)
+    m = model.annotator_weights.shape[0] + 2
+    assert particles.shape == (m, 2) and np.allclose(particles[:-2], model.annotator_weights, atol=1e-6)
+    assert particles[-2:].tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    assert sum(scores.particle_prior) == pytest.approx(1.0) and scores.particle_prior[-1] == pytest.approx(0.025)
+    matrix = np.frombuffer(bytes(scores.particle_probs), dtype="<f4").reshape(scores.n_pairs, m)
+    probs = np.frombuffer(bytes(scores.proto_probs), dtype="<f4").reshape(scores.n_pairs, 2)
+    assert np.allclose(matrix[:, -2:], probs, atol=1e-6)
+    assert (scores.tie_nu is None) == (model.log_nu is None)
+
+
 def test_refresh_again_replaces_the_row(trained):
     _, run = trained
     pair_scores_refresh(run_id=run.pk)
