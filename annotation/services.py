@@ -429,12 +429,53 @@ PairChoice = tuple[int | None, str]
 PAIR_CHOOSERS: dict[str, Callable[..., PairChoice | None]] = {}
 
 
+# What ServedPair.policy / Judgment.policy record for a deliberate repeat (Study.consistency_repeats).
+CONSISTENCY_REPEAT_POLICY = "consistency_repeat"
+
+
 def _pair_choose(*, participant: Participant) -> PairChoice:
+    repeat = _consistency_repeat_choose(participant=participant)
+    if repeat is not None:
+        return repeat, CONSISTENCY_REPEAT_POLICY
     chooser = PAIR_CHOOSERS.get(participant.study.selection_policy)
     choice = chooser(participant=participant) if chooser is not None else None
     if choice is not None:
         return choice
     return _pair_choose_random_id(participant=participant), str(Study.SelectionPolicy.RANDOM)
+
+
+def _consistency_repeat_choose(*, participant: Participant) -> int | None:
+    """A pair this participant answered before, to ask again (self-consistency), or None.
+
+    Drawn as attention checks are: at each step with probability (repeats left) / (judgments left
+    after the attention checks still to come), so every repeat falls inside the quota and the checks
+    keep their places. Never the pair answered last (a repeat right away measures memory, not
+    consistency), an attention check, or a pair already repeated. Two queries, and only in studies
+    that ask for repeats: the hot path of the others is unchanged.
+    """
+    study = participant.study
+    if study.consistency_repeats <= 0:
+        return None
+    served = list(
+        ServedPair.objects.filter(participant_id=participant.pk)
+        .order_by("served_at", "id")
+        .values_list("pair_id", "policy", "answered_at", "pair__is_attention_check")
+    )
+    repeated = {pair_id for pair_id, policy, _, _ in served if policy == CONSISTENCY_REPEAT_POLICY}
+    left = study.consistency_repeats - len(repeated)
+    answered = [pair_id for pair_id, policy, answered_at, is_check in served
+                if answered_at is not None and not is_check and policy != CONSISTENCY_REPEAT_POLICY]
+    candidates = [pair_id for pair_id in answered[:-1] if pair_id not in repeated]
+    if left <= 0 or not candidates:
+        return None
+    served_ids = {pair_id for pair_id, _, _, _ in served}
+    checks_left = sum(1 for pair_id in Pair.objects.filter(
+        study_id=study.pk, is_attention_check=True, correct_response__isnull=False).values_list("id", flat=True)
+        if pair_id not in served_ids)
+    slots = study.judgments_per_participant - participant.judgment_count - checks_left
+    if slots <= 0 or random.random() >= left / slots:
+        return None
+    return random.choice(candidates)
 
 
 # --- Judgments ---------------------------------------------------------------------------------
@@ -486,7 +527,9 @@ def judgment_submit(
     }
     # Serving in the same statement needs PostgreSQL, and a policy that is SQL (random) rather than
     # a registered chooser.
-    serve_next = connection.vendor == "postgresql" and study.selection_policy not in PAIR_CHOOSERS
+    # A study with consistency repeats chooses in Python too (_consistency_repeat_choose).
+    chooses_in_python = study.selection_policy in PAIR_CHOOSERS or study.consistency_repeats > 0
+    serve_next = connection.vendor == "postgresql" and not chooses_in_python
     try:
         with _submission_atomic():
             stored = _judgment_store(participant=participant, params=params, serve_next=serve_next)
@@ -498,7 +541,7 @@ def judgment_submit(
             raise ServedPairNotFound(str(served_id))
         return JudgmentResult(judgment=existing, duplicate=True, completed=participant.completed_at is not None)
     judgment, next_served = stored
-    if next_served is None and study.selection_policy in PAIR_CHOOSERS and participant.completed_at is None:
+    if next_served is None and chooses_in_python and participant.completed_at is None:
         next_served = _pair_serve_after_submit(participant=participant)
     for hook in _judgment_hooks(tuple(settings.POLYPHONY_JUDGMENT_HOOKS)):
         # After commit: a hook (e.g. modeling's retrain trigger) must never see, or undo, a judgment

@@ -97,6 +97,14 @@ class _StudyConfigInputSerializer(serializers.Serializer):
     completion_code = serializers.CharField(max_length=64, required=False, allow_blank=True)
     redirect_url = serializers.URLField(required=False, allow_blank=True)
     selection_policy = serializers.ChoiceField(choices=Study.SelectionPolicy.choices, required=False)
+    mixed_epsilon = serializers.FloatField(
+        required=False, min_value=0.0, max_value=1.0,
+        help_text="With the mixed policy: the share of pairs served for coverage.",
+    )
+    consistency_repeats = serializers.IntegerField(
+        required=False, min_value=0, max_value=100,
+        help_text="Answered pairs each participant is asked again, to measure self-consistency.",
+    )
     survey_questions = _SurveyQuestionInputSerializer(
         many=True, required=False,
         help_text="The whole survey, in order. On update it replaces the current one: questions are "
@@ -135,7 +143,8 @@ class StudyDetailApi(APIView):
                 "slug", "title", "description", "status", "owner", "consent_text", "instructions",
                 "judgments_per_participant", "overlap_target", "allow_ties", "strength_labels",
                 "rationale_mode", "completion_code", "redirect_url", "selection_policy",
-                "survey_questions", "collaborators", "participant_path", "created_at", "updated_at",
+                "mixed_epsilon", "consistency_repeats", "survey_questions", "collaborators", "participant_path",
+                "created_at", "updated_at",
             ]
 
         def get_participant_path(self, study: Study) -> str:

@@ -41,6 +41,8 @@ class StudyForm(forms.ModelForm):
             "overlap_target": "Target judgments per pair",
             "allow_ties": "Allow ties",
             "rationale_mode": "Ask for a rationale",
+            "mixed_epsilon": "Coverage share (mixed policy)",
+            "consistency_repeats": "Consistency repeats",
         }
         help_texts = {
             "slug": "Letters, digits and hyphens; participants’ link is /s/<slug>/.",

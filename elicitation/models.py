@@ -63,6 +63,15 @@ class Study(models.Model):
     selection_policy = models.CharField(
         max_length=20, choices=SelectionPolicy.choices, default=SelectionPolicy.RANDOM
     )
+    mixed_epsilon = models.FloatField(
+        default=0.2, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)],
+        help_text="With the mixed policy: the share of pairs served for coverage rather than information gain.",
+    )
+    consistency_repeats = models.PositiveSmallIntegerField(
+        default=0, validators=[MaxValueValidator(100)],
+        help_text="How many pairs each participant has answered are asked again (in a new left/right order) "
+        "to measure self-consistency; they count towards the judgments per participant.",
+    )
     moral_graph_mode = models.CharField(
         max_length=10, choices=MoralGraphMode.choices, default=MoralGraphMode.OFF,
         help_text="Moral graph elicitation: values cards and wiser-than votes per context.",

@@ -27,7 +27,7 @@ from elicitation.selectors import study_slug_is_fixed
 STUDY_CONFIG_FIELDS: tuple[str, ...] = (
     "title", "slug", "description", "consent_text", "instructions", "judgments_per_participant",
     "overlap_target", "allow_ties", "strength_labels", "rationale_mode", "completion_code", "redirect_url",
-    "selection_policy",
+    "selection_policy", "mixed_epsilon", "consistency_repeats",
 )
 # `/studies/new/` is the create page and is routed before `/studies/<slug>/`: a study called
 # "new" could never be reached.

@@ -38,8 +38,6 @@ from modeling.models import PairScores, StudyModel
 
 logger = logging.getLogger(__name__)
 
-# Share of `mixed` choices that go to coverage (Study has no field for it yet).
-MIXED_EPSILON = 0.2
 # Information gain (nats) below which no pair is worth asking for the annotator's sake (the
 # particles have all but collapsed): `information_gain` then serves by coverage, recorded as
 # "info_gain:coverage", which at least helps the pool's overlap. 0 turns this off.
@@ -273,7 +271,7 @@ def _choose(*, participant: Participant, study: Study, scores: CachedScores, sta
         gain=None if answered else scores.prior_gain,
     )
     chosen, used = selection.choose(str(policy), candidates, posterior, scores.prior, _rng,
-                                    epsilon=MIXED_EPSILON, min_gain=MIN_GAIN)
+                                    epsilon=study.mixed_epsilon, min_gain=MIN_GAIN)
     return int(scores.pair_ids[chosen]), RECORDED_POLICY.get(used, used)
 
 

@@ -315,3 +315,28 @@ def test_the_participant_api_under_information_gain_serves_each_pair_once_and_re
     pair_ids = list(ServedPair.objects.filter(participant__study=study).values_list("pair_id", flat=True))
     assert len(served) == 4 and len(set(pair_ids)) == 4
     assert set(Judgment.objects.values_list("policy", flat=True)) == {"information_gain"}
+
+
+@pytest.mark.parametrize(("epsilon", "expected"), [(0.0, {"mixed:info_gain"}), (1.0, {"mixed:coverage"})])
+def test_mixed_serves_coverage_with_the_studys_own_share(epsilon, expected):
+    study, _ = _study("mixed", 8, judgments_per_participant=4, mixed_epsilon=epsilon)
+    scores_install(study, lambda p: [0.9, 0.1] if p.pk % 2 else [0.6, 0.5])
+    for i in range(3):
+        participant = _participant(study, f"p{i}")
+        while (served := pair_serve_next(participant=participant)) is not None:
+            _answer_canonical(participant, served, "a")
+    assert set(Judgment.objects.values_list("policy", flat=True)) == expected
+
+
+def test_consistency_repeats_are_served_under_a_model_policy_too():
+    study, pairs = _study("information_gain", 8, judgments_per_participant=6, consistency_repeats=2)
+    scores_install(study, lambda p: [0.9, 0.1] if p.pk % 2 else [0.6, 0.5])
+    participant = _participant(study)
+    served_pairs = []
+    while (served := pair_serve_next(participant=participant)) is not None:
+        served_pairs.append((served.pair_id, served.policy))
+        _answer_canonical(participant, served, "a")
+    repeats = [pair_id for pair_id, policy in served_pairs if policy == "consistency_repeat"]
+    firsts = [pair_id for pair_id, policy in served_pairs if policy != "consistency_repeat"]
+    assert len(served_pairs) == 6 and len(repeats) == 2
+    assert len(set(firsts)) == len(firsts) and set(repeats) <= set(firsts)
