@@ -16,6 +16,9 @@ from elicitation.services import (
     strength_labels_parse,
 )
 
+# Settings most studies leave alone: an empty field keeps the current value rather than failing.
+OPTIONAL_WITH_DEFAULT = ("mixed_epsilon", "consistency_repeats")
+
 
 class StudyForm(forms.ModelForm):
     """Create or edit a study's configuration (status changes have their own buttons)."""
@@ -59,6 +62,8 @@ class StudyForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk and not self.is_bound:
             self.initial["strength_labels"] = ", ".join(self.instance.strength_labels)
+        for name in OPTIONAL_WITH_DEFAULT:
+            self.fields[name].required = False
         if slug_locked:
             # Shared participant links contain the slug; the service refuses the change too.
             self.fields["slug"].disabled = True
@@ -72,6 +77,14 @@ class StudyForm(forms.ModelForm):
 
     def clean_strength_labels(self) -> list[str]:
         return strength_labels_parse(text=self.cleaned_data["strength_labels"])
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        for name in OPTIONAL_WITH_DEFAULT:
+            if cleaned.get(name) is None and name not in self.errors:
+                # Left empty: keep what the study has (its model default when new).
+                cleaned[name] = getattr(self.instance, name)
+        return cleaned
 
 
 class SurveyQuestionForm(forms.ModelForm):

@@ -80,3 +80,21 @@ def test_the_study_form_offers_both_settings(client, researcher) -> None:
     page = client.get(reverse("elicitation:study_edit", kwargs={"slug": study.slug}))
     assert page.status_code == 200
     assert b'name="consistency_repeats"' in page.content and b'name="mixed_epsilon"' in page.content
+
+
+def test_the_study_form_keeps_the_settings_when_left_empty_and_refuses_bad_values(client, researcher) -> None:
+    study = study_with_pool(owner=researcher, consistency_repeats=2, mixed_epsilon=0.4)
+    client.force_login(researcher)
+    url = reverse("elicitation:study_edit", kwargs={"slug": study.slug})
+    form = client.get(url).context["form"]
+    data = {name: value for name, value in form.initial.items() if value is not None and name != "strength_labels"}
+    data.update(strength_labels="", consistency_repeats="", mixed_epsilon="")
+    assert client.post(url, data).status_code == 302
+    study.refresh_from_db()
+    assert (study.consistency_repeats, study.mixed_epsilon) == (2, 0.4)
+
+    data.update(mixed_epsilon="1.5")
+    page = client.post(url, data)
+    assert page.status_code == 200 and "mixed_epsilon" in page.context["form"].errors
+    study.refresh_from_db()
+    assert study.mixed_epsilon == 0.4
