@@ -65,6 +65,15 @@ class JudgmentResult:
     next_served: ServedPair | None = None  # served with this judgment, texts loaded (see judgment_submit)
 
 
+@dataclass(frozen=True)
+class PendingAnswer:
+    """An answer being submitted, not stored yet: the next pair is chosen before the store, as if it
+    were stored (see judgment_submit). `choice` is relative to the order shown ("a" = left)."""
+
+    served_id: uuid.UUID
+    choice: str
+
+
 # --- Consent -----------------------------------------------------------------------------------
 
 
@@ -424,8 +433,12 @@ PairChoice = tuple[int | None, str]
 
 # Policy name (Study.selection_policy) → chooser, for the policies that need more than SQL: modeling
 # registers its model-based chooser here (annotation must not import modeling). A chooser is called
-# as chooser(participant=…) under the participant lock and returns a PairChoice, or None to let the
-# random policy serve. Policies without a chooser are served by the random policy.
+# as chooser(participant=…, pending=…) and returns a PairChoice, or None to let the random policy
+# serve. `pending` is None under the participant lock (pair_serve_next); in judgment_submit it is the
+# PendingAnswer about to be stored, and the chooser chooses as if it were: it must count that answer
+# in whatever it reads (the served pair `pending.served_id`, still unanswered in the database, is
+# answered `pending.choice`); when that served pair is not outstanding it may return anything (the
+# claim will fail, and the choice is discarded). Policies without a chooser are served by random.
 PAIR_CHOOSERS: dict[str, Callable[..., PairChoice | None]] = {}
 
 
@@ -434,33 +447,43 @@ CONSISTENCY_REPEAT_POLICY = "consistency_repeat"
 
 
 def _pair_choose(*, participant: Participant) -> PairChoice:
-    repeat = _consistency_repeat_choose(participant=participant)
-    if repeat is not None:
-        return repeat, CONSISTENCY_REPEAT_POLICY
-    chooser = PAIR_CHOOSERS.get(participant.study.selection_policy)
-    choice = chooser(participant=participant) if chooser is not None else None
+    choice = _pair_choose_in_python(participant=participant, pending=None)
     if choice is not None:
         return choice
     return _pair_choose_random_id(participant=participant), str(Study.SelectionPolicy.RANDOM)
 
 
-def _consistency_repeat_choose(*, participant: Participant) -> int | None:
+def _pair_choose_in_python(*, participant: Participant, pending: PendingAnswer | None) -> PairChoice | None:
+    """A consistency repeat or the registered chooser's pair; None: the random policy serves."""
+    repeat = _consistency_repeat_choose(participant=participant, pending=pending)
+    if repeat is not None:
+        return repeat, CONSISTENCY_REPEAT_POLICY
+    chooser = PAIR_CHOOSERS.get(participant.study.selection_policy)
+    return chooser(participant=participant, pending=pending) if chooser is not None else None
+
+
+def _consistency_repeat_choose(*, participant: Participant, pending: PendingAnswer | None = None) -> int | None:
     """A pair this participant answered before, to ask again (self-consistency), or None.
 
     Drawn as attention checks are: at each step with probability (repeats left) / (judgments left
     after the attention checks still to come), so every repeat falls inside the quota and the checks
     keep their places. Never the pair answered last (a repeat right away measures memory, not
     consistency), an attention check, or a pair already repeated. Two queries, and only in studies
-    that ask for repeats: the hot path of the others is unchanged.
+    that ask for repeats: the hot path of the others is unchanged. With `pending` (judgment_submit
+    chooses before its store) that served pair counts as answered, and as the last answer.
     """
     study = participant.study
     if study.consistency_repeats <= 0:
         return None
-    served = list(
+    served, done = [], participant.judgment_count
+    for served_id, pair_id, policy, answered_at, is_check in (
         ServedPair.objects.filter(participant_id=participant.pk)
         .order_by("served_at", "id")
-        .values_list("pair_id", "policy", "answered_at", "pair__is_attention_check")
-    )
+        .values_list("id", "pair_id", "policy", "answered_at", "pair__is_attention_check")
+    ):
+        if answered_at is None and pending is not None and served_id == pending.served_id:
+            answered_at, done = timezone.now(), done + 1
+        served.append((pair_id, policy, answered_at, is_check))
     repeated = {pair_id for pair_id, policy, _, _ in served if policy == CONSISTENCY_REPEAT_POLICY}
     left = study.consistency_repeats - len(repeated)
     answered = [pair_id for pair_id, policy, answered_at, is_check in served
@@ -472,7 +495,7 @@ def _consistency_repeat_choose(*, participant: Participant) -> int | None:
     checks_left = sum(1 for pair_id in Pair.objects.filter(
         study_id=study.pk, is_attention_check=True, correct_response__isnull=False).values_list("id", flat=True)
         if pair_id not in served_ids)
-    slots = study.judgments_per_participant - participant.judgment_count - checks_left
+    slots = study.judgments_per_participant - done - checks_left
     if slots <= 0 or random.random() >= left / slots:
         return None
     return random.choice(candidates)
@@ -499,13 +522,20 @@ def judgment_submit(
     One transaction claims the served pair with a compare-and-swap (`answered_at IS NULL`), inserts
     the judgment (Judgment.served_pair is unique: the database's own guard against a double store)
     and counts it on the pair and the participant, completing them with their last one. On
-    PostgreSQL under the random policy the same statement also serves the next pair (`next_served`
-    on the result): only the submission that claimed the participant's one outstanding pair can
-    create the next, so the claim serialises that serving as the participant lock does in
-    pair_serve_next. Under a registered chooser (a model policy) the next pair is served right after
-    the store, with pair_serve_next, so that the answer just given moves the choice and the next
-    read finds the pair ready, as under random. Otherwise (SQLite under random, the quota met)
-    `next_served` is None and pair_serve_next serves on the next read.
+    PostgreSQL the same statement also serves the next pair (`next_served` on the result): only the
+    submission that claimed the participant's one outstanding pair can create the next, so the claim
+    serialises that serving as the participant lock does in pair_serve_next. Under the random policy
+    the statement chooses the pair itself (_choose_random_sql). Under a registered chooser (a model
+    policy) or with consistency repeats the pair is chosen in Python *before* the statement, as if
+    this answer were stored (PendingAnswer: the chooser counts it, so the answer just given moves
+    the choice), and the statement serves that pair. Choosing before the claim is sound because the
+    claim can only win while `served_id` is the participant's one outstanding pair, and while a pair
+    is outstanding nothing else serves or stores for this participant (pair_serve_next returns it;
+    every submission must claim it): so what the chooser read is what the database holds at the
+    claim, plus this answer. When the claim loses, the statement serves nothing and the choice is
+    discarded. On SQLite the chosen pair is served by the submission's own transaction (IMMEDIATE:
+    writers are serialised); there, under random, `next_served` is None and pair_serve_next serves
+    on the next read, as it does everywhere once the quota is met.
     """
     study = participant.study
     if not study.is_open:
@@ -525,14 +555,22 @@ def judgment_submit(
         "swap": random.random() < 0.5,
         "policy": str(Study.SelectionPolicy.RANDOM),
     }
-    # Serving in the same statement needs PostgreSQL, and a policy that is SQL (random) rather than
-    # a registered chooser.
     # A study with consistency repeats chooses in Python too (_consistency_repeat_choose).
     chooses_in_python = study.selection_policy in PAIR_CHOOSERS or study.consistency_repeats > 0
-    serve_next = connection.vendor == "postgresql" and not chooses_in_python
+    chosen = None
+    if (chooses_in_python and participant.completed_at is None
+            and participant.judgment_count + 1 < study.judgments_per_participant):
+        chosen = _pair_choose_in_python(participant=participant,
+                                        pending=PendingAnswer(served_id=served_id, choice=choice))
+        if chosen is None and connection.vendor != "postgresql":
+            # SQLite has no serving in the statement and the chooser fell back to random: the random
+            # pair is chosen after the store, in the submission's transaction (see _judgment_store).
+            chosen = (None, str(Study.SelectionPolicy.RANDOM))
+        if chosen is not None:
+            params["pair_id"], params["policy"] = chosen
     try:
         with _submission_atomic():
-            stored = _judgment_store(participant=participant, params=params, serve_next=serve_next)
+            stored = _judgment_store(participant=participant, params=params, chosen=chosen)
     except IntegrityError:
         stored = None  # a judgment for this served pair exists already: see below
     if stored is None:
@@ -541,23 +579,12 @@ def judgment_submit(
             raise ServedPairNotFound(str(served_id))
         return JudgmentResult(judgment=existing, duplicate=True, completed=participant.completed_at is not None)
     judgment, next_served = stored
-    if next_served is None and chooses_in_python and participant.completed_at is None:
-        next_served = _pair_serve_after_submit(participant=participant)
     for hook in _judgment_hooks(tuple(settings.POLYPHONY_JUDGMENT_HOOKS)):
         # After commit: a hook (e.g. modeling's retrain trigger) must never see, or undo, a judgment
         # that is not stored; annotation calls it by name so it need not import modeling.
         transaction.on_commit(functools.partial(hook, study_id=study.pk))
     completed = participant.completed_at is not None
     return JudgmentResult(judgment=judgment, duplicate=False, completed=completed, next_served=next_served)
-
-
-def _pair_serve_after_submit(*, participant: Participant) -> ServedPair | None:
-    """The next pair under a model policy, served once the judgment is stored (its own transaction)."""
-    try:
-        # The submission claimed the one outstanding pair, so the unlocked read would find none.
-        return _pair_serve_locked(participant=participant)
-    except Participant.DoesNotExist:
-        return None  # withdrawn meanwhile: the judgment went with them, and there is nothing to serve
 
 
 def _submission_atomic() -> AbstractContextManager[object]:
@@ -573,9 +600,11 @@ def _submission_atomic() -> AbstractContextManager[object]:
 
 
 def _judgment_store(
-    *, participant: Participant, params: dict[str, object], serve_next: bool
+    *, participant: Participant, params: dict[str, object], chosen: PairChoice | None
 ) -> tuple[Judgment, ServedPair | None] | None:
-    """Claim, store and count (see judgment_submit); None when the claim found nothing to answer.
+    """Claim, store, count and serve the next pair (see judgment_submit); None when the claim found
+    nothing to answer. `chosen`: the pair chosen in Python, also in `params` (on SQLite a pair id
+    None stands for the random policy's choice); None: the random policy's SQL chooses (PostgreSQL).
 
     Sets `participant.judgment_count` and `completed_at` to what was stored.
     """
@@ -583,14 +612,13 @@ def _judgment_store(
     next_served = None
     if connection.vendor == "postgresql":
         with hot_cursor() as cursor:
-            cursor.execute(_submission_sql(serve_next=serve_next), params)
+            cursor.execute(_submission_sql(serve_next=True, chosen=chosen is not None), params)
             row = cursor.fetchone()
         if row is None:
             return None
         judgment, progress = row_instances(row, judgment_shape, progress_shape)
-        if serve_next:
-            rest = row[len(judgment_shape.attnames) + len(progress_shape.attnames):]
-            next_served = served_pair_display().served(rest, participant=participant)
+        rest = row[len(judgment_shape.attnames) + len(progress_shape.attnames):]
+        next_served = served_pair_display().served(rest, participant=participant)
     else:
         # The steps of _submission_sql one by one, reading the claimed row back from its table.
         claimed = f"(SELECT {_CLAIMED} FROM {_table(ServedPair)} WHERE id = %(served_id)s)"
@@ -604,6 +632,13 @@ def _judgment_store(
             cursor.execute(_progress_sql(claimed=claimed), params)
             (progress,) = row_instances(cursor.fetchone(), progress_shape)
     participant.judgment_count, participant.completed_at = progress.judgment_count, progress.completed_at
+    if chosen is not None and connection.vendor != "postgresql" and progress.completed_at is None:
+        # Inside the submission's transaction (IMMEDIATE: it holds SQLite's write lock from BEGIN).
+        pair_id, policy = chosen
+        if pair_id is None:
+            pair_id = _pair_choose_random_id(participant=participant)
+        if pair_id is not None:
+            next_served = _served_pair_create(participant=participant, pair_id=pair_id, policy=policy)
     return judgment, next_served
 
 
@@ -612,13 +647,14 @@ _PROGRESS = ("judgment_count", "completed_at")
 
 
 @functools.cache
-def _submission_sql(*, serve_next: bool) -> str:
+def _submission_sql(*, serve_next: bool, chosen: bool = False) -> str:
     """PostgreSQL: the whole submission as one statement (built once per process).
 
     Data-modifying CTEs all see the snapshot taken when the statement started and run to completion
     whether or not they are read; every step past the claim reads `claimed`, so nothing happens
     unless the compare-and-swap won. With `serve_next`, the row also carries the next served pair
-    (all NULL when none was served: quota met, or nothing left in the pool).
+    (all NULL when none was served: quota met, or nothing left in the pool), chosen by the random
+    policy's SQL or, with `chosen`, the pair `%(pair_id)s` that judgment_submit chose before.
 
     `x.*` of a CTE lists its RETURNING columns in order, and whitespace is squeezed out: psycopg
     caches its parsing of statements up to 4 kB, and parsing this one cost more than running it.
@@ -633,8 +669,10 @@ def _submission_sql(*, serve_next: bool) -> str:
     display = served_pair_display()
     _, *joined_shapes = display.shapes
     # `seen` in the choice reads the snapshot, which has the pair just answered: it is not served again.
+    choose = ("chosen AS (SELECT CAST(%(pair_id)s AS BIGINT) AS id)" if chosen
+              else _choose_random_sql(done="(SELECT judgment_count FROM progress)"))
     sql = f"""{steps},
-        {_choose_random_sql(done="(SELECT judgment_count FROM progress)")},
+        {choose},
         s AS ({_serve_sql()} AND (SELECT judgment_count FROM progress) < %(quota)s
             RETURNING {row_shape(ServedPair, None).select})
         SELECT j.*, progress.*, s.*, {", ".join(shape.select for shape in joined_shapes)}

@@ -1,8 +1,8 @@
 """Serving latency of active querying through the participant API (gunicorn + PostgreSQL on 127.0.0.1).
 
-    .venv/bin/python bench/bench_active_serving.py [--participants 25] [--judgments 20] [--pairs-per-prompt 45]
+    .venv/bin/python bench/bench_active_serving.py [--participants 25] [--judgments 20] [--database NAME] [--port N]
 
-Creates a fresh PostgreSQL database (`polyphony_bench_h1`), seeds two open studies with the same
+Creates a fresh PostgreSQL database (`--database`, default `polyphony_bench_h1`), seeds two open studies with the same
 pool shape (223 prompts × 10 responses = 10,035 pairs), one `random`, one `information_gain`,
 and gives the second a current run with cached pair scores for K = 4 and the particles of
 information gain: `--annotators` (500) fabricated training annotators' weight vectors, merged by
@@ -15,10 +15,10 @@ only slow the benchmark. It starts gunicorn, registers participants through
 alternating the two studies' participants so both see the same machine load:
 `GET /api/v1/participant/next` then `POST /api/v1/participant/judgments`.
 
-Under both policies the next pair is chosen in the POST, right after the judgment is stored (for
-`random` inside the submit statement, for the model policies by `pair_serve_next` after it, with the
-judgment just stored in the posterior), so the GET reads the pair already served, except the
-first GET of each participant, which chooses. The report has GET, POST and the whole cycle
+Under both policies the next pair is chosen in the POST and served by the submit statement that
+stores the judgment (for `random` the statement chooses; for the model policies `pair_choose_model`
+chooses just before it, with the answer being submitted counted in the posterior), so the GET reads
+the pair already served, except the first GET of each participant, which chooses. The report has GET, POST and the whole cycle
 (GET + POST) per policy, the ratio of information_gain's p95 to random's for each, and an
 in-process timing of `pair_choose_model` alone.
 """
@@ -120,15 +120,16 @@ def main() -> None:
     parser.add_argument("--annotators", type=int, default=500,
                         help="fabricated training annotators behind the particles (merged to the refresh's bound)")
     parser.add_argument("--port", type=int, default=18100)
+    parser.add_argument("--database", default=DATABASE, help="dropped and created afresh")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     import httpx
 
     load_start = [round(x, 2) for x in os.getloadavg()]
-    database_create(admin_url=ADMIN_URL, name=DATABASE)
-    env = django_env(database_url=f"postgres://127.0.0.1:5432/{DATABASE}")
-    env["POLYPHONY_VAR_DIR"] = "/tmp/polyphony_bench_h1_var"
+    database_create(admin_url=ADMIN_URL, name=args.database)
+    env = django_env(database_url=f"postgres://127.0.0.1:5432/{args.database}")
+    env["POLYPHONY_VAR_DIR"] = f"/tmp/{args.database}_var"
     subprocess.run([PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True)
     code = SEED.format(slugs=SLUGS, judgments=args.judgments, prompts=args.prompts, responses=args.responses,
                        annotators=args.annotators)

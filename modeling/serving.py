@@ -11,8 +11,9 @@ before the next retrain), and `modeling.core.selection.choose` picks among the w
 pairs they have been served masked out (no copy of the candidate rows).
 
 annotation calls it under the participant lock when a GET finds no pair outstanding and, under a
-model policy, right after each judgment is stored (judgment_submit), so the answer just given is in
-the posterior of the next choice.
+model policy, in each submission just before the judgment is stored (judgment_submit), with the
+answer being submitted (`pending`) counted as given, so it is in the posterior of the next choice;
+the submission's one statement then stores the answer and serves the chosen pair.
 
 Attention checks are mixed in exactly as annotation's random chooser does it (each one served once,
 at a random position within the quota). Without a current model with pair scores, or on any
@@ -22,19 +23,25 @@ error, it returns None (annotation's random chooser serves) and the reason is lo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import random
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from django.db import connection
 
 from annotation.models import Judgment, Participant, ServedPair
+from annotation.selectors import hot_cursor
 from elicitation.models import Pair, Study
 from modeling.core import selection
 from modeling.models import PairScores, StudyModel
+
+if TYPE_CHECKING:
+    from annotation.services import PendingAnswer
 
 logger = logging.getLogger(__name__)
 
@@ -93,13 +100,21 @@ class ServingState:
     run_id: int | None
     served: list[tuple[int, str | None]]  # (pair id, choice in the pair's stored order, None if unanswered)
     checks: list[int]  # the study's attention-check pairs
+    pending_counted: bool = False  # an answer being submitted is counted in `served`
 
 
-def pair_choose_model(*, participant: Participant) -> Choice | None:
-    """`(pair id, policy that chose it)` for the participant's next pair, or None: serve with random."""
+def pair_choose_model(*, participant: Participant, pending: PendingAnswer | None = None) -> Choice | None:
+    """`(pair id, policy that chose it)` for the participant's next pair, or None: serve with random.
+
+    With `pending` (annotation.services.PAIR_CHOOSERS) the choice is the one that follows that
+    answer: it counts in the posterior, the quota and the attention checks' odds. When it names no
+    served pair outstanding, the submission will store nothing: None, without choosing.
+    """
     study = participant.study
     try:
-        state = _serving_state(participant=participant)
+        state = _serving_state(participant=participant, pending=pending)
+        if state is None:
+            return None
         if state.scores_id is None or state.run_id is None:
             if StudyModel.objects.filter(study_id=study.pk, current_run__isnull=False).exists():
                 logger.warning("Active serving of study %s fell back to random: the current model has no pair "
@@ -113,41 +128,64 @@ def pair_choose_model(*, participant: Participant) -> Choice | None:
         return None
 
 
-def _serving_state(*, participant: Participant) -> ServingState:
+def _serving_state(*, participant: Participant, pending: PendingAnswer | None) -> ServingState | None:
     """The current run's PairScores id, the participant's served pairs with their answers, and the
     study's attention checks: one round trip (hand-written: compiling three querysets cost more
-    CPU than running them). A judgment's `response_a` is the response shown on the left; when that
-    is the pair's `response_b`, a/b swap to express the choice in the pair's stored order.
+    CPU than running them; through annotation's hot_cursor, so psycopg prepares it). The side shown
+    on the left is `left_response` (a judgment's `response_a`); when that is the pair's `response_b`,
+    a/b swap to express the choice in the pair's stored order. The served pair `pending` names, if
+    still unanswered, is answered `pending.choice`; None when it names no outstanding served pair.
     """
-    t = {model.__name__: connection.ops.quote_name(model._meta.db_table)
-         for model in (PairScores, StudyModel, ServedPair, Judgment, Pair)}
-    sql = f"""
-        SELECT 0, ps.id, ps.run_id, NULL, NULL FROM {t["PairScores"]} ps
-        WHERE ps.run_id = (SELECT current_run_id FROM {t["StudyModel"]} WHERE study_id = %s)
-        UNION ALL
-        SELECT 1, s.pair_id, NULL, j.choice, CASE WHEN j.response_a_id = p.response_a_id THEN 1 ELSE 0 END
-        FROM {t["ServedPair"]} s INNER JOIN {t["Pair"]} p ON p.id = s.pair_id
-        LEFT JOIN {t["Judgment"]} j ON j.served_pair_id = s.id
-        WHERE s.participant_id = %s
-        UNION ALL
-        SELECT 2, id, NULL, NULL, NULL FROM {t["Pair"]}
-        WHERE correct_response_id IS NOT NULL AND study_id = %s AND is_attention_check = %s
-    """
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [participant.study_id, participant.pk, participant.study_id, True])
+    params = [participant.study_id, None if pending is None else _served_id_db(pending.served_id),
+              participant.pk, participant.study_id, True]
+    with hot_cursor() as cursor:
+        cursor.execute(_serving_state_sql(), params)
         rows = cursor.fetchall()
     swap = {"a": "b", "b": "a", "tie": "tie"}
     scores_id = run_id = None
     served: list[tuple[int, str | None]] = []
     checks: list[int] = []
-    for kind, ident, run, choice, same_order in rows:
+    counted = False
+    for kind, ident, run, choice, same_order, is_pending in rows:
         if kind == 0:
             scores_id, run_id = ident, run
         elif kind == 1:
+            if is_pending and choice is None and pending is not None:
+                choice, counted = pending.choice, True
             served.append((ident, None if choice is None else choice if same_order else swap[choice]))
         else:
             checks.append(ident)
-    return ServingState(scores_id=scores_id, run_id=run_id, served=served, checks=checks)
+    if pending is not None and not counted:
+        return None
+    return ServingState(scores_id=scores_id, run_id=run_id, served=served, checks=checks, pending_counted=counted)
+
+
+@functools.cache
+def _serving_state_sql() -> str:
+    """The statement of _serving_state (built once per process, whitespace squeezed for psycopg's
+    statement cache). Columns: kind (0 scores, 1 served pair, 2 attention check), id, run id,
+    choice as shown, shown in the stored order, is the pending served pair."""
+    t = {model.__name__: connection.ops.quote_name(model._meta.db_table)
+         for model in (PairScores, StudyModel, ServedPair, Judgment, Pair)}
+    sql = f"""
+        SELECT 0, ps.id, ps.run_id, NULL, NULL, NULL FROM {t["PairScores"]} ps
+        WHERE ps.run_id = (SELECT current_run_id FROM {t["StudyModel"]} WHERE study_id = %s)
+        UNION ALL
+        SELECT 1, s.pair_id, NULL, j.choice, CASE WHEN s.left_response_id = p.response_a_id THEN 1 ELSE 0 END,
+            CASE WHEN s.id = %s THEN 1 ELSE 0 END
+        FROM {t["ServedPair"]} s INNER JOIN {t["Pair"]} p ON p.id = s.pair_id
+        LEFT JOIN {t["Judgment"]} j ON j.served_pair_id = s.id
+        WHERE s.participant_id = %s
+        UNION ALL
+        SELECT 2, id, NULL, NULL, NULL, NULL FROM {t["Pair"]}
+        WHERE correct_response_id IS NOT NULL AND study_id = %s AND is_attention_check = %s
+    """
+    return " ".join(sql.split())
+
+
+def _served_id_db(served_id: object) -> object:
+    """A served pair's id as the database takes it (SQLite: hex text)."""
+    return ServedPair._meta.get_field("id").get_db_prep_value(served_id, connection)
 
 
 def _scores_cached(*, scores_id: int, run_id: int) -> CachedScores:
@@ -230,7 +268,7 @@ def _choose(*, participant: Participant, study: Study, scores: CachedScores, sta
     served = state.served
     served_pair_ids = {pair_id for pair_id, _ in served}
     checks = [pair_id for pair_id in state.checks if pair_id not in served_pair_ids]
-    judgments_left = max(1, study.judgments_per_participant - participant.judgment_count)
+    judgments_left = max(1, study.judgments_per_participant - participant.judgment_count - state.pending_counted)
     if checks and random.random() < len(checks) / judgments_left:
         return random.choice(checks), ATTENTION_CHECK_POLICY
 

@@ -4,10 +4,12 @@ the posterior moving after each judgment, no repeats, coverage under `mixed`, an
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 
 import numpy as np
 import pytest
+from django.db import connection
 
 from annotation.models import Judgment, Participant, ServedPair
 from annotation.services import judgment_submit, pair_serve_next
@@ -118,6 +120,78 @@ def test_a_submission_under_a_model_policy_serves_the_next_pair_with_its_answer_
                              choice="a" if first.left_response_id == wanted else "b")
     assert result.next_served is not None and result.next_served.pair_id == named["y"].pk
     assert pair_serve_next(participant=participant).id == result.next_served.id  # the next read only reads
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="serving inside the submission needs PostgreSQL")
+def test_a_submission_under_a_model_policy_chooses_then_stores_and_serves_in_one_statement(
+        django_assert_num_queries):
+    study, _ = _three_prototype_study()
+    participant = _participant(study)
+    first = pair_serve_next(participant=participant)
+    # The chooser's one read, then the submission statement (in the test's savepoint): no lock, no
+    # second transaction, no separate insert.
+    with django_assert_num_queries(4):
+        result = judgment_submit(participant=participant, served_id=first.id, choice="a", strength=None,
+                                 rationale="")
+    assert result.next_served is not None and result.next_served.policy == "information_gain"
+    assert ServedPair.objects.get(participant=participant, answered_at__isnull=True).pk == result.next_served.id
+
+
+def test_the_chooser_counts_a_pending_answer_and_declines_one_that_is_not_outstanding():
+    from annotation.services import PendingAnswer
+
+    study, named = _three_prototype_study()
+    participant = _participant(study)
+    first = pair_serve_next(participant=participant)
+    away = "a" if first.left_response_id == first.pair.response_b_id else "b"  # away from prototype 0
+    pending = PendingAnswer(served_id=first.id, choice=away)
+    assert serving.pair_choose_model(participant=participant, pending=pending) == (named["y"].pk, "information_gain")
+    result = judgment_submit(participant=participant, served_id=first.id, choice=away, strength=None, rationale="")
+    assert result.next_served.pair_id == named["y"].pk
+    # Answered now: a resubmission stores nothing, so the chooser does not choose for it.
+    assert serving.pair_choose_model(participant=participant, pending=pending) is None
+    again = judgment_submit(participant=participant, served_id=first.id, choice=away, strength=None, rationale="")
+    assert again.duplicate and again.next_served is None
+    assert ServedPair.objects.filter(participant=participant).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrent writers need PostgreSQL")
+def test_racing_submissions_and_page_loads_under_a_model_policy_leave_one_outstanding_pair():
+    """The pair chosen before the store is served by the statement whose claim won: resubmissions of
+    one served id racing each other and other tabs' page loads store one answer and serve one pair."""
+    study, _ = _study("information_gain", 6, judgments_per_participant=4)
+    scores_install(study, lambda p: [0.9, 0.2] if p.pk % 2 else [0.3, 0.8], particles=[[0.7, 0.3], [0.2, 0.8]],
+                   tie_nu=0.5)
+    participant_id = _participant(study).pk
+    first = pair_serve_next(participant=Participant.objects.select_related("study").get(pk=participant_id))
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def act(n: int) -> None:
+        try:
+            participant = Participant.objects.select_related("study").get(pk=participant_id)
+            barrier.wait(timeout=30)
+            if n % 2:
+                judgment_submit(participant=participant, served_id=first.id, choice="ab"[n % 4 // 2],
+                                strength=None, rationale="")
+            else:
+                pair_serve_next(participant=participant)
+        except BaseException as exc:  # reported below; a thread's exception would be lost
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=act, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert Judgment.objects.filter(participant_id=participant_id).count() == 1
+    outstanding = ServedPair.objects.get(participant_id=participant_id, answered_at__isnull=True)
+    assert outstanding.policy == "information_gain" and outstanding.pair_id != first.pair_id
+    assert Participant.objects.get(pk=participant_id).judgment_count == 1
 
 
 def test_a_participant_is_never_served_the_same_pair_twice():
