@@ -18,6 +18,7 @@ from annotation.exports import (
     export_job_create,
     export_job_file,
     export_job_get_for_user,
+    export_jobs_resend_due,
 )
 from annotation.models import ExportJob
 from config.api_errors import FileOrJsonErrorRenderer
@@ -28,6 +29,10 @@ class ExportJobOutputSerializer(serializers.ModelSerializer):
     study = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     progress = serializers.FloatField(help_text="0 to 1.")
     download_url = serializers.SerializerMethodField(help_text="Set once the job is done.")
+    waiting_for_broker = serializers.BooleanField(
+        read_only=True, help_text="Queued, but the task queue could not be reached yet; polling this job "
+        "sends it again once the queue is back.",
+    )
 
     class Meta:
         model = ExportJob
@@ -35,6 +40,7 @@ class ExportJobOutputSerializer(serializers.ModelSerializer):
         fields = [
             "id", "study", "format", "include_attention_checks", "pseudonymize", "status",
             "total_rows", "rows_written", "progress", "error", "created_at", "finished_at", "download_url",
+            "waiting_for_broker",
         ]
 
     def get_download_url(self, job: ExportJob) -> str | None:
@@ -80,6 +86,9 @@ class ExportDetailApi(APIView):
                    responses={200: ExportJobOutputSerializer})
     def get(self, request: Request, job_id: int) -> Response:
         job = export_job_get_for_user(job_id=job_id, user=request.user)
+        # A job created while the broker was down is sent by the client's polling, once it is back.
+        if export_jobs_resend_due(study=job.study, job_id=job.pk):
+            job.refresh_from_db()
         return Response(ExportJobOutputSerializer(job, context={"request": request}).data)
 
 

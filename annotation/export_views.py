@@ -20,6 +20,7 @@ from annotation.exports import (
     export_job_file,
     export_job_get_for_user,
     export_jobs_for_study,
+    export_jobs_resend_due,
     export_row_count,
     export_runs_in_background,
 )
@@ -62,6 +63,7 @@ def export_view(request: HttpRequest, slug: str) -> HttpResponse:
         else:
             messages.info(request, "The file is being prepared; its download link appears below when it is ready.")
         return redirect("exports:export", slug=study.slug)
+    export_jobs_resend_due(study=study)  # a job created while the broker was down goes out now
     return render(request, "annotation/export.html", {
         "study": study,
         "form": form,
@@ -95,6 +97,8 @@ def export_job_status_view(request: HttpRequest, slug: str, job_id: int) -> Http
         raise Http404("No such export.")
     if not request.htmx:
         return redirect(f"{reverse('exports:export', kwargs={'slug': slug})}#job-{job.pk}")
+    if export_jobs_resend_due(study=job.study, job_id=job.pk):  # the broker is back: sent now
+        job.refresh_from_db()
     response = render(request, "annotation/export.html#job", {"study": job.study, "job": job})
     if job.status in (ExportJob.Status.DONE, ExportJob.Status.FAILED):
         # 286 tells htmx to stop polling; the finished row (with its link) is still swapped in.

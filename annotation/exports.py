@@ -34,6 +34,7 @@ from django.utils import timezone
 
 from annotation.exclusions import excluded_participant_ids
 from annotation.models import ExportJob, Judgment
+from config.task_resend import task_publish, task_resend_claim
 from elicitation.models import Study
 from elicitation.selectors import study_list_for_user
 
@@ -364,10 +365,9 @@ def export_job_create(
     """Record an export job and queue its task once the row is committed.
 
     A job makes a file to share, so annotator ids are pseudonymised unless the caller says not to
-    (the row functions above leave that to their callers, who may need the ids themselves)."""
-    # Imported here, not at the top: the task module imports this one.
-    from annotation.tasks import export_run
-
+    (the row functions above leave that to their callers, who may need the ids themselves).
+    When the broker refuses the task the job stays queued, marked as waiting for it, and the
+    researcher's next look at the job sends it again (export_jobs_resend_due)."""
     if export_format not in Format.values:
         raise ValueError(f"Unknown export format {export_format!r}.")
     job = ExportJob.objects.create(
@@ -376,9 +376,50 @@ def export_job_create(
         total_rows=export_row_count(
             study=study, export_format=export_format, include_attention_checks=include_attention_checks
         ),
+        # Counts as the first attempt: no poll resends it while this request sends.
+        enqueue_tried_at=timezone.now(),
     )
-    transaction.on_commit(lambda: export_run.delay(job.pk))
+
+    def send() -> None:
+        job.enqueued_at = _export_enqueue(job_id=job.pk)  # the caller's copy tells the truth too
+
+    transaction.on_commit(send)
     return job
+
+
+def export_jobs_resend_due(*, study: Study, job_id: int | None = None) -> bool:
+    """Send again the task of a queued job of the study (or of job `job_id`) that the broker never
+    took, or lost; True if it was sent.
+
+    Called where a researcher waits for a job (the export page, its poll, the API's job status),
+    so a job created while the broker was down is sent once it is back, without a periodic
+    scheduler. At most one publish per call; the due rules and the compare-and-swap that keeps
+    two processes from both sending are config.task_resend's. A job sent twice still runs once
+    (its claim is a compare-and-swap from `queued`).
+    """
+    waiting = ExportJob.objects.filter(study=study, status=ExportJob.Status.QUEUED)
+    if job_id is not None:
+        waiting = waiting.filter(pk=job_id)
+    due = task_resend_claim(waiting=waiting)
+    if due is None:
+        return False
+    logger.info("Export job %s of study %s was not on the broker; sending it again.", due, study.slug)
+    return _export_enqueue(job_id=due) is not None
+
+
+def _export_enqueue(*, job_id: int) -> datetime | None:
+    """Publish the job's task; when the broker took it, or None: a refusal leaves the job waiting."""
+    # Imported here, not at the top: the task module imports this one.
+    from annotation.tasks import export_run
+
+    failure = task_publish(send=lambda: export_run.delay(job_id))
+    if failure is not None:
+        logger.warning("Export job %s not yet queued (broker unreachable, will retry): %s", job_id, failure)
+        return None
+    # Unconditional on status: a worker may already have claimed it (it never touches this field).
+    sent_at = timezone.now()
+    ExportJob.objects.filter(pk=job_id).update(enqueued_at=sent_at)
+    return sent_at
 
 
 def export_job_path(*, job: ExportJob) -> Path:

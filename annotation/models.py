@@ -173,12 +173,22 @@ class ExportJob(models.Model):
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # As on TrainingRun: a queued job with `enqueued_at` empty never reached the broker (it was
+    # down, or the process died after the commit); looking at the job sends it again
+    # (exports.export_jobs_resend_due, config.task_resend).
+    enqueued_at = models.DateTimeField(null=True, blank=True, help_text="When the broker took the task.")
+    enqueue_tried_at = models.DateTimeField(null=True, blank=True, help_text="The last attempt to send it.")
 
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"Export {self.pk} ({self.format}, {self.status})"
+
+    @property
+    def waiting_for_broker(self) -> bool:
+        """Queued, and the last attempt to hand its task to the broker failed."""
+        return self.status == self.Status.QUEUED and self.enqueued_at is None and self.enqueue_tried_at is not None
 
     @property
     def progress(self) -> float:

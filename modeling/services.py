@@ -33,6 +33,12 @@ from annotation.selectors_training import (
     judgments_for_training,
     participant_ids_by_external_id,
 )
+from config.task_resend import (  # when a queued run is sent again: shared with export jobs
+    RESEND_QUEUED_AFTER,  # noqa: F401 (read here by callers and tests)
+    RESEND_UNSENT_AFTER,  # noqa: F401
+    task_publish,
+    task_resend_claim,
+)
 from elicitation.models import Study
 from elicitation.selectors import prompt_list_with_responses
 from modeling.models import ParticipantWeights, StudyModel, TrainingRun
@@ -52,12 +58,6 @@ TOP_RESPONSES_PER_GROUP = 5
 # A run still "running" this long after it started has lost its worker (the task's hard time
 # limit in modeling.tasks is 4 h 5 min); a new request may then fail it and start afresh.
 RUNNING_STALE_AFTER = timedelta(hours=5)
-# A queued run whose task the broker never took is sent again by a retrain check at most this
-# often (one process at a time), so a broker that is down costs one failed publish per interval.
-RESEND_UNSENT_AFTER = timedelta(seconds=5)
-# A run the broker took but that is still queued this long after is sent again: a broker restarted
-# without persistence loses its messages. A duplicate costs nothing (claiming is a compare-and-swap).
-RESEND_QUEUED_AFTER = timedelta(minutes=15)
 DEFAULT_TEST_FRACTION = 0.2
 MODEL_CACHE_SIZE = 4
 
@@ -204,22 +204,9 @@ def training_run_resend_due(*, study_id: int) -> bool:
     the one whose compare-and-swap on `enqueue_tried_at` succeeds sends; a run sent twice is
     still trained once (`_run_claim`). One indexed query when nothing is due.
     """
-    now = timezone.now()
-    unsent = Q(enqueued_at__isnull=True) & (
-        Q(enqueue_tried_at__isnull=True) | Q(enqueue_tried_at__lt=now - RESEND_UNSENT_AFTER)
-    )
-    lost = Q(enqueued_at__lt=now - RESEND_QUEUED_AFTER) & Q(enqueue_tried_at__lt=now - RESEND_QUEUED_AFTER)
-    due = (
-        TrainingRun.objects.filter(study_id=study_id, status=Status.QUEUED).filter(unsent | lost)
-        .values_list("pk", "enqueue_tried_at").first()
-    )
-    if due is None:
-        return False
-    run_id, tried = due
-    if not TrainingRun.objects.filter(pk=run_id, status=Status.QUEUED, enqueue_tried_at=tried).update(
-        enqueue_tried_at=now
-    ):
-        return False  # another process is sending it
+    run_id = task_resend_claim(waiting=TrainingRun.objects.filter(study_id=study_id, status=Status.QUEUED))
+    if run_id is None:
+        return False  # nothing due, or another process is sending it
     logger.info("Training run %s of study %s was not on the broker; sending it again.", run_id, study_id)
     return _training_enqueue(run_id=run_id, keep_if_broker_down=True)
 
@@ -243,10 +230,8 @@ def _training_enqueue(*, run_id: int, keep_if_broker_down: bool) -> bool:
     # Imported here: the task module imports this one.
     from modeling.tasks import train_reward_model
 
-    try:
-        train_reward_model.delay(run_id)
-    except Exception as exc:  # kombu OperationalError, redis errors…: whatever stops the publish
-        reason = f"{type(exc).__name__}: {exc}"
+    reason = task_publish(send=lambda: train_reward_model.delay(run_id))
+    if reason is not None:
         if keep_if_broker_down:
             # Status filter: never overwrite the message of a run a worker took meanwhile.
             TrainingRun.objects.filter(pk=run_id, status=Status.QUEUED, enqueued_at__isnull=True).update(
@@ -258,7 +243,7 @@ def _training_enqueue(*, run_id: int, keep_if_broker_down: bool) -> bool:
             status=Status.FAILED, finished_at=timezone.now(),
             error=f"Could not queue the training task (is the broker running?): {reason}"[:2000],
         )
-        raise TrainingQueueError(f"Could not queue training run {run_id}: {exc}") from exc
+        raise TrainingQueueError(f"Could not queue training run {run_id}: {reason}")
     # Unconditional on status: a worker may already have claimed it (it never touches this field).
     TrainingRun.objects.filter(pk=run_id).update(enqueued_at=timezone.now())
     if keep_if_broker_down:  # it may have waited: the page should stop saying so

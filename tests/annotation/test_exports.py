@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pyarrow.parquet as pq
@@ -26,8 +27,17 @@ from annotation.models import ExportJob, Judgment, Participant, ServedPair
 from annotation.tasks import export_run
 from elicitation.models import Pair, Study, StudyCollaborator
 from tests.factories import ParticipantFactory, StudyFactory, study_with_pool
+from tests.modeling.conftest import celery_broker
 
 T0 = timezone.now().replace(microsecond=0) - timedelta(days=1)
+
+
+@pytest.fixture(autouse=True)
+def _in_memory_broker() -> Iterator[None]:
+    """Tasks go to kombu's in-memory broker: opening or polling a queued job sends its task
+    (export_jobs_resend_due), and the checkout's filesystem broker must not collect them."""
+    with celery_broker("memory://"):
+        yield
 
 
 def _judge(
