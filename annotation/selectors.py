@@ -9,6 +9,7 @@ load benchmark), so the few queries of that path skip the ORM compiler.
 from __future__ import annotations
 
 import functools
+import hmac
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +74,26 @@ def participant_get_for_session(*, session: Mapping[str, object], slug: str) -> 
 
 def participant_get_by_external_id(*, study: Study, external_id: str) -> Participant | None:
     return Participant.objects.filter(study=study, external_id=external_id).first()
+
+
+def participant_may_resume_from_link(
+    *, participant: Participant, session: Mapping[str, object], slug: str, platform_session_id: str
+) -> bool:
+    """Whether a browser that opened the study link with this participant's recruitment id may go on as them.
+
+    Knowing the id is not enough: a Prolific PID is no secret (it appears in messages, screenshots,
+    payment records), and whoever resumed could read the outstanding pair, answer in the
+    participant's name, or withdraw and delete their data. So only (a) the browser whose signed
+    session already belongs to the participant, or (b) a link that carries the platform session id
+    the participant consented with (Prolific's SESSION_ID: the same Prolific session reopened on
+    another device) may resume. Both compared in constant time: the answer must not tell how much
+    of a guess was right.
+    """
+    in_session = participant_id_from_session(session=session, slug=slug)
+    if in_session is not None and hmac.compare_digest(str(in_session).encode(), str(participant.pk).encode()):
+        return True
+    stored = participant.platform_session_id
+    return bool(stored) and hmac.compare_digest(stored.encode("utf-8"), platform_session_id.encode("utf-8"))
 
 
 def study_has_survey(*, study: Study) -> bool:

@@ -53,6 +53,10 @@ class StudyNotOpen(Exception):
     """The study is draft or closed: nothing is served or stored."""
 
 
+class ParticipantIdInUse(Exception):
+    """The recruitment id belongs to a participant this caller may not resume (another browser's)."""
+
+
 class ServedPairNotFound(Exception):
     """A submission names a served pair this participant was never shown (unknown, foreign or withdrawn)."""
 
@@ -84,10 +88,14 @@ def participant_consent(
     source: str,
     platform_study_id: str = "",
     platform_session_id: str = "",
+    may_resume: Callable[[Participant], bool] | None = None,
 ) -> Participant:
     """Create the participant at the moment consent is given (get-or-create, so a returning id resumes).
 
-    `external_id=None` makes an anonymous participant with a fresh random id.
+    `external_id=None` makes an anonymous participant with a fresh random id. With `may_resume`, an id
+    that already has a participant resumes only if `may_resume(participant)` says so, else
+    ParticipantIdInUse is raised and nothing is written: the check is made on the row the get-or-create
+    found, so two browsers agreeing with one id at the same moment cannot both become that participant.
     """
     if not study.is_open:
         raise StudyNotOpen(study.slug)
@@ -111,6 +119,8 @@ def participant_consent(
             "consented_at": timezone.now(),
         },
     )
+    if not created and may_resume is not None and not may_resume(participant):
+        raise ParticipantIdInUse(external_id)
     if not created and participant.consented_at is None:
         participant.consented_at = timezone.now()
         participant.save(update_fields=["consented_at"])

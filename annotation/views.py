@@ -31,6 +31,7 @@ from annotation.selectors import (
     completion_redirect_url,
     participant_get_by_external_id,
     participant_get_for_session,
+    participant_may_resume_from_link,
     participant_next_step,
     participant_progress,
     study_get_for_participation,
@@ -38,6 +39,7 @@ from annotation.selectors import (
 )
 from annotation.services import (
     RATIONALE_MAX_CHARS,
+    ParticipantIdInUse,
     ServedPairNotFound,
     StudyNotOpen,
     consent_decline,
@@ -140,7 +142,9 @@ def _page(
 
 @require_GET
 def entry(request: HttpRequest, slug: str) -> HttpResponse:
-    """The one link per study. Recruitment ids in the URL win over whoever this browser was before."""
+    """The one link per study. Recruitment ids in the URL win over whoever this browser was before,
+    but resume an existing participant only for their own browser or Prolific session (see
+    participant_may_resume_from_link); anyone else who knows the id is refused, and nothing is written."""
     study = study_get_for_participation(slug=slug)
     params = EntryParamsForm(request.GET)
     if not params.is_valid():
@@ -150,6 +154,11 @@ def entry(request: HttpRequest, slug: str) -> HttpResponse:
         existing = participant_get_by_external_id(study=study, external_id=identity.external_id)
         if existing is None:
             _session_forget(request, slug=slug)
+        elif not participant_may_resume_from_link(
+            participant=existing, session=request.session, slug=slug,
+            platform_session_id=identity.platform_session_id,
+        ):
+            return _id_in_use(request, study)
     else:
         existing = participant_get_for_session(session=request.session, slug=slug)
     if existing is not None:
@@ -170,6 +179,9 @@ def consent(request: HttpRequest, slug: str) -> HttpResponse:
     study = study_get_for_participation(slug=slug)
     if not study.is_open:
         return _closed(request, study)
+    identity = _session_pending(request, slug=slug)
+    if _id_taken_by_another(request, study=study, identity=identity):
+        return _id_in_use(request, study)
     if request.method == "GET":
         return render(request, TEMPLATES + "consent.html", {"study": study})
     form = ConsentForm(request.POST)
@@ -182,16 +194,43 @@ def consent(request: HttpRequest, slug: str) -> HttpResponse:
         consent_decline(study=study)
         _session_forget(request, slug=slug)
         return redirect("annotation:declined", slug=slug)
-    identity = _session_pending(request, slug=slug)
-    participant = participant_consent(
-        study=study,
-        external_id=identity.external_id,
-        source=identity.source,
-        platform_study_id=identity.platform_study_id,
-        platform_session_id=identity.platform_session_id,
-    )
+    try:
+        participant = participant_consent(
+            study=study,
+            external_id=identity.external_id,
+            source=identity.source,
+            platform_study_id=identity.platform_study_id,
+            platform_session_id=identity.platform_session_id,
+            may_resume=lambda found: participant_may_resume_from_link(
+                participant=found, session=request.session, slug=study.slug,
+                platform_session_id=identity.platform_session_id,
+            ),
+        )
+    except ParticipantIdInUse:
+        return _id_in_use(request, study)
     _session_remember(request, slug=slug, participant_id=participant.pk)
     return _route(request, participant)
+
+
+def _id_taken_by_another(request: HttpRequest, *, study: Study, identity: EntryIdentity) -> bool:
+    """The pending recruitment id now belongs to a participant this browser may not resume.
+
+    Checked again at consent, before the form is shown: another browser may have agreed with the same
+    id since this one opened the link. participant_consent checks the row it finds once more, so two
+    browsers agreeing at the same moment cannot both become one participant.
+    """
+    if identity.external_id is None:
+        return False
+    existing = participant_get_by_external_id(study=study, external_id=identity.external_id)
+    return existing is not None and not participant_may_resume_from_link(
+        participant=existing, session=request.session, slug=study.slug,
+        platform_session_id=identity.platform_session_id,
+    )
+
+
+def _id_in_use(request: HttpRequest, study: Study) -> HttpResponse:
+    """409 for a recruitment id that started in another browser: no step, no code, nothing written."""
+    return render(request, TEMPLATES + "id_in_use.html", {"study": study}, status=409)
 
 
 @require_GET

@@ -181,3 +181,37 @@ def test_judge_page_layout_on_a_phone(live_server, browser, study: Study) -> Non
     page.get_by_text("1 of 10 done").wait_for()
     assert Judgment.objects.get().choice == "b"
     context.close()
+
+
+def test_the_link_resumes_on_another_device_only_with_the_same_prolific_session(
+    live_server, browser, study: Study
+) -> None:
+    """Another browser with the participant's PID alone is refused; the same Prolific session resumes."""
+    link = f"{live_server.url}/s/{study.slug}/?PROLIFIC_PID={PID}&STUDY_ID=prolific-study"
+    laptop = browser.new_context()
+    page = laptop.new_page()
+    page.goto(link + "&SESSION_ID=s-1")
+    page.get_by_role("button", name="I agree").click()
+    page.get_by_label("18-29").check()
+    page.get_by_label("Years you have used the internet").fill("3")
+    page.get_by_role("button", name="Continue").click()
+    page.get_by_role("button", name="Start").click()
+    page.locator("#judge-form").wait_for()
+    page.get_by_text("0 of 10 done").wait_for()
+    page.locator('.response[data-choice="a"]').click()
+    page.get_by_label("Slightly").check()
+    page.get_by_role("button", name="Submit").click()
+    page.get_by_text("1 of 10 done").wait_for()
+
+    stranger = browser.new_context().new_page()
+    response = stranger.goto(link)
+    assert response.status == 409
+    stranger.get_by_role("heading", name="This id has already started the study in another browser session").wait_for()
+    assert stranger.locator("#judge-form").count() == 0 and "1 of 10 done" not in stranger.content()
+
+    phone = browser.new_context().new_page()
+    phone.goto(link + "&SESSION_ID=s-1")
+    phone.get_by_text("1 of 10 done").wait_for()
+    assert phone.url.endswith(f"/s/{study.slug}/judge/")
+    assert Participant.objects.filter(study=study).count() == 1 and Judgment.objects.count() == 1
+    laptop.close()

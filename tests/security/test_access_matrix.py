@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from django.conf import settings as django_settings
 from django.db import transaction
 from django.http import HttpResponse
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
@@ -197,8 +198,11 @@ MATRIX: dict[str, Route] = {
     "api-import-responses": Route(EDIT, (post(400),), kw_slug),
     "api-import-comparisons": Route(EDIT, (post(400),), kw_slug),
     "api-judgment-list": Route(ACCOUNT, (get(),), no_kwargs),
+    # An external id that exists already: the same participant with a new token, for the study's
+    # editors only (their platform collected the consent); nobody else learns the id exists.
     "api-participant-create": Route(
-        EDIT, (post(201, data=lambda w: {"external_id": "ext-new"}), post(400)), kw_slug
+        EDIT, (post(201, data=lambda w: {"external_id": "ext-new"}), post(400),
+               post(201, data=lambda w: {"external_id": w.a.participant.external_id})), kw_slug
     ),
     # B's participant gets their own pair from /next, and 404 for A's served pair.
     "api-participant-next": Route(
@@ -412,6 +416,34 @@ def test_another_participants_served_pair_is_refused(world: World) -> None:
         assert str(served.pk) not in body and str(world.a.served.pk) in body
         assert not _leaks(body, world.secrets_b)
     assert Judgment.objects.count() == before
+
+
+def test_a_participants_recruitment_id_resumes_only_in_their_own_browser(world: World) -> None:
+    """The study link with the id of one of A's participants, opened by every role: only the browser
+    that is that participant resumes; everyone else (researchers too, the other participant, B's)
+    gets a 409 that shows nothing of the participant, sets no session and writes nothing."""
+    from annotation.models import Judgment, Participant, ServedPair
+
+    def stored() -> tuple[int, int, int]:
+        return Participant.objects.count(), ServedPair.objects.count(), Judgment.objects.count()
+
+    before = stored()
+    entry = reverse("annotation:entry", kwargs={"slug": world.a.study.slug})
+    own = {world.a.participant: "participant_session", world.a.token_participant: None}
+    for participant, own_role in own.items():
+        for query in (f"?pid={participant.external_id}", f"?PROLIFIC_PID={participant.external_id}&SESSION_ID=x"):
+            for role in ROLES:
+                response = world.client(role).get(entry + query)
+                where = f"GET {entry}{query} as {role}: {response.status_code}"
+                if role == own_role:
+                    assert response.status_code == 302 and response["Location"].startswith(entry), where
+                    continue
+                body = response.content.decode()
+                assert response.status_code == 409 and "already started the study" in body, where
+                assert django_settings.SESSION_COOKIE_NAME not in response.cookies, where
+                leaked = _leaks(body, [s for s in world.secrets_a + world.secrets_b if s != world.a.study.title])
+                assert not leaked and str(world.a.served.pk) not in body, f"{where}: body shows {leaked}"
+    assert stored() == before
 
 
 def test_viewer_may_not_change_the_study_by_api(world: World) -> None:
