@@ -102,6 +102,7 @@ def test_participant_judges_with_the_keyboard_and_the_export_has_their_answers(
     page.get_by_role("heading", name="Instructions").wait_for()
     page.get_by_role("button", name="Start").click()
     page.locator("#judge-form").wait_for()
+    page.wait_for_load_state("load")  # judge.js is deferred: keys pressed before it runs are lost
 
     screenshot_desktop = True
     for number, (choice_key, strength_key) in enumerate(PRESSES):
@@ -166,6 +167,7 @@ def test_judge_page_layout_on_a_phone(live_server, browser, study: Study) -> Non
     page.get_by_role("button", name="Continue").click()
     page.get_by_role("button", name="Start").click()
     page.locator("#judge-form").wait_for()
+    page.wait_for_load_state("load")  # judge.js is deferred: keys pressed before it runs are lost
     # Tap a response card to choose it, then a strength.
     page.locator('.response[data-choice="b"]').click()
     page.get_by_label("Clearly").check()
@@ -197,6 +199,7 @@ def test_the_link_resumes_on_another_device_only_with_the_same_prolific_session(
     page.get_by_role("button", name="Continue").click()
     page.get_by_role("button", name="Start").click()
     page.locator("#judge-form").wait_for()
+    page.wait_for_load_state("load")  # judge.js is deferred: keys pressed before it runs are lost
     page.get_by_text("0 of 10 done").wait_for()
     page.locator('.response[data-choice="a"]').click()
     page.get_by_label("Slightly").check()

@@ -123,6 +123,7 @@ def test_pages_run_under_the_content_security_policy(live_server: Any, browser: 
     participant.get_by_role("button", name="I agree").click()
     participant.get_by_role("button", name="Start").click()
     participant.locator("#judge-form").wait_for()
+    participant.wait_for_load_state("load")  # judge.js is deferred: keys pressed before it runs are lost
     participant.wait_for_load_state("load")  # judge.js (deferred) listens for the keys
     for done in range(2):
         participant.get_by_text(f"{done} of 2 done").wait_for()
