@@ -39,6 +39,7 @@ test: $(STAMP)
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || echo "chromium missing: browser tests will fail"
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/pytest -p no:cacheprovider
 	# The embedded default: the database-level suite again on SQLite (browser and worker tests run once, above).
 	env -u DATABASE_URL $(BIN)/pytest -p no:cacheprovider -m "not browser and not slow" -q

@@ -77,6 +77,8 @@ def latent_classes_fit(
     assigned to their best group but do not shape it). `init` ([n_annotators, k] memberships)
     starts one run from given groups instead of random restarts, and keeps their numbering.
     """
+    if iterations < 1 or k < 1:
+        raise ValueError(f"latent_classes_fit needs iterations >= 1 and k >= 1, got {iterations} and {k}")
     mask = np.ones(j.n_annotators, bool) if fit_mask is None else fit_mask
     rng = np.random.default_rng(seed)
     best: LatentClasses | None = None
@@ -382,7 +384,7 @@ def latent_weight_coordinates(weights: FloatArray, *, seed: int = 0) -> tuple[Fl
     coords = np.full((n, 2), np.nan)
     ok = np.isfinite(weights).all(axis=1)
     if k == 2:
-        jitter = np.random.default_rng(seed).uniform(-0.3, 0.3, n)
+        jitter = np.random.default_rng(seed).uniform(-0.3, 0.3, int(n))  # int(): a size, so an array
         coords[ok] = np.column_stack([weights[ok, 1], jitter[ok]])
         return coords, "line", []
     if k == 3:
@@ -498,8 +500,10 @@ def bradley_terry_bootstrap(
     """(log-strength, low, high) per response; the CI from a Poisson bootstrap over judgments."""
 
     def fit(weights: FloatArray) -> FloatArray:
-        wins = np.bincount(j.pair, weights * j.outcome, j.n_pairs)
-        total = np.bincount(j.pair, weights, j.n_pairs)
+        # bradley_terry takes float sums. Weighted bincount gives float64 (no copy then) except on
+        # empty input, where numpy returns int64 zeros, and numpy's stubs type every bincount as intp.
+        wins = np.bincount(j.pair, weights * j.outcome, j.n_pairs).astype(np.float64, copy=False)
+        total = np.bincount(j.pair, weights, j.n_pairs).astype(np.float64, copy=False)
         return bradley_terry(pair_a, pair_b, wins, total, n_responses=n_responses, prompt_of=prompt_of)
 
     point = fit(np.ones(len(j.outcome)))

@@ -8,9 +8,12 @@ projected) exactly once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 CHOICE_A: int = 0
 CHOICE_B: int = 1
@@ -22,7 +25,7 @@ class InsufficientDataError(ValueError):
     """Raised when there are too few judgments (or no decisive ones) to train a model."""
 
 
-@dataclass
+@dataclass(init=False)
 class PreferenceData:
     """Pairwise judgments over texts whose embeddings are rows of ``X``.
 
@@ -33,7 +36,8 @@ class PreferenceData:
         choice: ``[n]`` 0 = a preferred, 1 = b preferred, 2 = tie.
         prompt_idx: optional ``[n]`` row indices of the prompts (used when the model
             conditions on the prompt; ``-1`` or ``None`` means no prompt).
-        weight: optional ``[n]`` non-negative per-judgment strength multiplying its loss.
+        weight: ``[n]`` non-negative per-judgment strength multiplying its loss (float32;
+            ones when not given).
         annotator_ids: optional external ids (length ``n_annotators``), saved with models.
     """
 
@@ -42,25 +46,31 @@ class PreferenceData:
     b_idx: np.ndarray
     annotator_idx: np.ndarray
     choice: np.ndarray
-    prompt_idx: np.ndarray | None = None
-    weight: np.ndarray | None = None
-    annotator_ids: list | None = None
-    n_annotators: int = field(default=0)
+    prompt_idx: np.ndarray | None
+    weight: np.ndarray  # never None once constructed: omitted weights become ones
+    annotator_ids: list[Any] | None  # opaque external ids (str or int in practice)
+    n_annotators: int
 
-    def __post_init__(self) -> None:
-        self.X = np.ascontiguousarray(np.asarray(self.X, dtype=np.float32))
+    # A hand-written __init__ (not the dataclass one) so that the attributes can be typed as what
+    # they hold after normalisation (``weight`` is always an array) while the arguments accept
+    # what callers pass (lists, other dtypes, ``weight=None``).
+    def __init__(self, X: ArrayLike, a_idx: ArrayLike, b_idx: ArrayLike, annotator_idx: ArrayLike,
+                 choice: ArrayLike, prompt_idx: ArrayLike | None = None, weight: ArrayLike | None = None,
+                 annotator_ids: Sequence[Any] | None = None, n_annotators: int = 0) -> None:
+        self.X = np.ascontiguousarray(np.asarray(X, dtype=np.float32))
         if self.X.ndim != 2:
             raise ValueError(f"X must be 2-D [n_texts, d], got shape {self.X.shape}")
-        self.a_idx = np.asarray(self.a_idx, dtype=np.int64).reshape(-1)
-        self.b_idx = np.asarray(self.b_idx, dtype=np.int64).reshape(-1)
-        self.annotator_idx = np.asarray(self.annotator_idx, dtype=np.int64).reshape(-1)
-        self.choice = np.asarray(self.choice, dtype=np.int64).reshape(-1)
+        self.a_idx = np.asarray(a_idx, dtype=np.int64).reshape(-1)
+        self.b_idx = np.asarray(b_idx, dtype=np.int64).reshape(-1)
+        self.annotator_idx = np.asarray(annotator_idx, dtype=np.int64).reshape(-1)
+        self.choice = np.asarray(choice, dtype=np.int64).reshape(-1)
         n = self.a_idx.shape[0]
-        if self.prompt_idx is not None:
-            self.prompt_idx = np.asarray(self.prompt_idx, dtype=np.int64).reshape(-1)
+        self.prompt_idx = None if prompt_idx is None else np.asarray(prompt_idx, dtype=np.int64).reshape(-1)
         self.weight = (
-            np.ones(n, dtype=np.float32) if self.weight is None else np.asarray(self.weight, dtype=np.float32).reshape(-1)
+            np.ones(n, dtype=np.float32) if weight is None else np.asarray(weight, dtype=np.float32).reshape(-1)
         )
+        self.annotator_ids = None if annotator_ids is None else list(annotator_ids)
+        self.n_annotators = n_annotators
         for name in ("b_idx", "annotator_idx", "choice", "weight") + (("prompt_idx",) if self.prompt_idx is not None else ()):
             if getattr(self, name).shape[0] != n:
                 raise ValueError(f"{name} has length {getattr(self, name).shape[0]}, expected {n}")
@@ -74,7 +84,6 @@ class PreferenceData:
             raise ValueError("weight must be finite and non-negative")
         inferred = int(self.annotator_idx.max()) + 1 if n else 0
         if self.annotator_ids is not None:
-            self.annotator_ids = list(self.annotator_ids)
             if len(self.annotator_ids) < inferred:
                 raise ValueError("annotator_ids is shorter than the largest annotator_idx")
             inferred = len(self.annotator_ids)

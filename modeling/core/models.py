@@ -38,6 +38,11 @@ FORMAT_VERSION: int = 1
 class LatentPreferenceNet(nn.Module):
     """Shared projection plus K prototype heads; returns per-prototype scores ``[n, K]``."""
 
+    # Buffers made by register_buffer; declared so that mypy sees tensors rather than the
+    # ``Tensor | Module`` of nn.Module.__getattr__.
+    in_mean: torch.Tensor
+    in_scale: torch.Tensor
+
     def __init__(self, kind: str, d_in: int, k: int, hidden_dim: int, latent_dim: int, use_prompt: bool,
                  dropout: float = 0.0) -> None:
         super().__init__()
@@ -116,9 +121,9 @@ class RewardModel:
     ``population_weights`` (their mean) serve annotators without judgments.
     """
 
-    def __init__(self, net: LatentPreferenceNet, *, annotator_weights: np.ndarray, annotator_ids: list | None,
-                 embedding_model: str, uses_ties: bool, config: dict[str, Any] | None = None,
-                 device: str = "cpu") -> None:
+    def __init__(self, net: LatentPreferenceNet, *, annotator_weights: np.ndarray,
+                 annotator_ids: list[Any] | None, embedding_model: str, uses_ties: bool,
+                 config: dict[str, Any] | None = None, device: str = "cpu") -> None:
         self.net = net.to(device).eval()
         self.device = device
         self.kind, self.k = net.kind, net.k
@@ -241,8 +246,10 @@ class RewardModel:
         """Write ``config.json`` (kind, K, dims, embedding model, annotator ids) and ``weights.pt``."""
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
-        lin0: nn.Linear = self.net.proj[0] if isinstance(self.net.proj[0], nn.Linear) else self.net.proj[3]
-        lin1: nn.Linear = self.net.proj[3]
+        first, lin1 = self.net.proj[0], self.net.proj[3]
+        # Both layouts built by LatentPreferenceNet end in the output Linear at index 3.
+        assert isinstance(lin1, nn.Linear)
+        lin0 = first if isinstance(first, nn.Linear) else lin1
         cfg = {
             "format_version": FORMAT_VERSION,
             "kind": self.kind,

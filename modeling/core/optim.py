@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -102,7 +103,8 @@ def log_lik(logit: torch.Tensor, t: JudgmentTensors, log_nu: torch.Tensor | None
 class AdamW:
     """AdamW with per-group learning rate and decoupled weight decay; ``step(scale)`` scales the lr."""
 
-    def __init__(self, groups: list[dict], betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+    def __init__(self, groups: list[dict[str, Any]], betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
         self.groups = [dict(g, params=[p for p in g["params"]]) for g in groups]
         self.b1, self.b2, self.eps = betas[0], betas[1], eps
         self.state = {id(p): (torch.zeros_like(p), torch.zeros_like(p)) for g in self.groups for p in g["params"]}

@@ -171,7 +171,7 @@ def _train_once(data: PreferenceData, kind: str, k: int, cfg: TrainConfig, devic
     # Cosine decay: large early steps to find the groups, small late ones to settle the fit.
     horizon = horizon or cfg.epochs
     history: list[dict[str, float]] = []
-    best: tuple[float, int, dict, torch.Tensor, np.ndarray] | None = None
+    best: tuple[float, int, dict[str, torch.Tensor], torch.Tensor, np.ndarray] | None = None
     since_best, epoch = 0, 0
     eval_every = max(1, cfg.eval_every if vt is not None else n_epochs // 20)
     net.train()
@@ -272,6 +272,7 @@ def select_k(data: PreferenceData, cfg: TrainConfig, device: str, ks: list[int] 
     vw = val.weight.astype(np.float64)
     vw = vw if vw.sum() > 0 else np.ones_like(vw)
     runs: dict[int, _Run] = {}
+    val_ll: dict[int, np.ndarray] = {}  # per-judgment held-out log-likelihood of runs[k]
     mean: dict[int, float] = {}
     fits = [(k, r) for k in ks for r in range(cfg.n_restarts if k > 1 else 1)]
     done, best_so_far, stale = 0, -math.inf, 0
@@ -282,17 +283,20 @@ def select_k(data: PreferenceData, cfg: TrainConfig, device: str, ks: list[int] 
                     progress((done + f) / len(fits), f"validation fit, K={k}")
             run = _train_once(train, cfg.kind, k, cfg, device, cfg.seed + 1000 * k + 17 * r, sub, val=val)
             done += 1
+            # With val= given, _train_once evaluates at least the last epoch and keeps its first
+            # evaluation as the best so far, so a validation fit always has val_ll.
+            assert run.val_ll is not None
             if k not in runs or run.best_val_ll > runs[k].best_val_ll:
-                runs[k] = run
-        mean[k] = float((runs[k].val_ll * vw).sum() / vw.sum())
+                runs[k], val_ll[k] = run, run.val_ll
+        mean[k] = float((val_ll[k] * vw).sum() / vw.sum())
         stale = stale + 1 if mean[k] < best_so_far + cfg.k_min_gain else 0
         best_so_far = max(best_so_far, mean[k])
         if len(ks) > 1 and stale >= cfg.k_patience:
             break  # larger K keep failing to help: stop the sweep (we prefer small K anyway)
-    best = max(mean, key=mean.get)
+    best = max(mean, key=mean.__getitem__)
     chosen, tol_used = best, 0.0
     for k in mean:
-        tol = max(cfg.k_min_gain, cfg.k_se_mult * _paired_se(runs[best].val_ll - runs[k].val_ll, vw))
+        tol = max(cfg.k_min_gain, cfg.k_se_mult * _paired_se(val_ll[best] - val_ll[k], vw))
         if mean[k] >= mean[best] - tol:
             chosen, tol_used = k, tol
             break
