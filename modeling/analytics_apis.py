@@ -17,10 +17,8 @@ from rest_framework.views import APIView
 from config.api_errors import FileOrJsonErrorRenderer
 from elicitation.selectors import study_get_for_user
 from modeling.analytics_selectors import (
-    NoAnalysis,
     analytics_latest_done,
     analytics_latest_state,
-    analytics_plot_get,
 )
 from modeling.models import AnalyticsSnapshot
 
@@ -122,15 +120,6 @@ class StudyAnalyticsPlotApi(APIView):
                    404: OpenApiResponse(description="No such study, analysis or figure.")},
     )
     def get(self, request: Request, slug: str, name: str, fmt: str) -> HttpResponse:
-        from modeling.analytics_plots import UnknownPlot
+        from modeling.analytics_views import plot_download
 
-        study = study_get_for_user(slug=slug, user=request.user)
-        try:
-            payload = analytics_plot_get(study=study, name=name, fmt=fmt)
-        except NoAnalysis as exc:
-            raise Http404("No analysis of this study yet.") from exc
-        except UnknownPlot as exc:
-            raise Http404("No such figure.") from exc
-        response = HttpResponse(payload, content_type="image/svg+xml" if fmt == "svg" else "image/png")
-        response["Content-Disposition"] = f'attachment; filename="{study.slug}-{name}.{fmt}"'
-        return response
+        return plot_download(study=study_get_for_user(slug=slug, user=request.user), name=name, fmt=fmt)

@@ -158,11 +158,15 @@ def insight_progress_view(request: HttpRequest, slug: str) -> HttpResponse:
 @require_GET
 def insight_plot_view(request: HttpRequest, slug: str, name: str, fmt: str) -> HttpResponse:
     """A figure of the latest analysis as a download (SVG from the cache, PNG drawn now)."""
-    study = study_get_for_user(slug=slug, user=request.user)
+    return plot_download(study=study_get_for_user(slug=slug, user=request.user), name=name, fmt=fmt)
+
+
+def plot_download(*, study: Study, name: str, fmt: str) -> HttpResponse:
+    """The figure `name` of the study's latest analysis as an attachment; 404 without one (page and API)."""
     try:
         payload = analytics_plot_get(study=study, name=name, fmt=fmt)
     except NoAnalysis as exc:
-        raise Http404("No analysis yet.") from exc
+        raise Http404("No analysis of this study yet.") from exc
     except UnknownPlot as exc:
         raise Http404("No such figure.") from exc
     response = HttpResponse(payload, content_type="image/svg+xml" if fmt == "svg" else "image/png")
