@@ -184,20 +184,32 @@ def _reliability(data: dict[str, Any]) -> Figure:
 
 def _divisive(data: dict[str, Any]) -> Figure:
     rows = data["divisive"][:10]
-    fig, ax = _figure(6.0, 0.9 + 0.32 * max(len(rows), 1))
-    for y, row in enumerate(rows):
-        ps = [g["p_a"] for g in row["groups"]]
-        ax.plot([min(ps), max(ps)], [y, y], color="#cccccc", lw=2, zorder=1)
-        for g, p in enumerate(ps):
-            ax.scatter(p, y, color=COLOURS[g % len(COLOURS)], s=30, zorder=2, label=f"group {g + 1}" if y == 0 else None)
-    ax.set_yticks(range(len(rows)), [f"pair {r['pair_id']}" for r in rows])
+    return _per_group_dots([[g["p_a"] for g in row["groups"]] for row in rows],
+                           [f"pair {row['pair_id']}" for row in rows],
+                           xlabel="P(first response preferred) per group", title="Most divisive pairs",
+                           legend_loc="lower right")
+
+
+def _per_group_dots(values: list[list[float | None]], labels: list[str], *, xlabel: str, title: str,
+                    legend_loc: str) -> Figure:
+    """One row per item: each group's value as a coloured dot on [0, 1], joined by a grey bar (None: no dot)."""
+    fig, ax = _figure(6.0, 0.9 + 0.32 * max(len(values), 1))
+    for y, row in enumerate(values):
+        known = [v for v in row if v is not None]
+        if known:
+            ax.plot([min(known), max(known)], [y, y], color="#cccccc", lw=2, zorder=1)
+        for g, value in enumerate(row):
+            if value is not None:
+                ax.scatter(value, y, color=COLOURS[g % len(COLOURS)], s=30, zorder=2,
+                           label=f"group {g + 1}" if y == 0 else None)
+    ax.set_yticks(range(len(values)), labels)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.axvline(0.5, color="#cccccc", lw=0.8, ls="--")
-    ax.set_xlabel("P(first response preferred) per group")
-    ax.set_title("Most divisive pairs")
-    if rows:
-        ax.legend(fontsize=7, frameon=False, loc="lower right")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    if values:
+        ax.legend(fontsize=7, frameon=False, loc=legend_loc)
     return fig
 
 
@@ -232,24 +244,9 @@ def _times(data: dict[str, Any]) -> Figure:
 
 def _bridging(data: dict[str, Any]) -> Figure:
     rows = data["bridging"][:10]
-    fig, ax = _figure(6.0, 0.9 + 0.32 * max(len(rows), 1))
-    for y, row in enumerate(rows):
-        rates = [r for r in row["groups"] if r is not None]
-        if rates:
-            ax.plot([min(rates), max(rates)], [y, y], color="#cccccc", lw=2, zorder=1)
-        for g, rate in enumerate(row["groups"]):
-            if rate is not None:
-                ax.scatter(rate, y, color=COLOURS[g % len(COLOURS)], s=30, zorder=2,
-                           label=f"group {g + 1}" if y == 0 else None)
-    ax.set_yticks(range(len(rows)), [f"response {r['response_id']}" for r in rows])
-    ax.invert_yaxis()
-    ax.set_xlim(0, 1)
-    ax.axvline(0.5, color="#cccccc", lw=0.8, ls="--")
-    ax.set_xlabel("mean win probability per group (bridging score: the lowest)")
-    ax.set_title("Bridging responses")
-    if rows:
-        ax.legend(fontsize=7, frameon=False, loc="lower left")
-    return fig
+    return _per_group_dots([row["groups"] for row in rows], [f"response {row['response_id']}" for row in rows],
+                           xlabel="mean win probability per group (bridging score: the lowest)",
+                           title="Bridging responses", legend_loc="lower left")
 
 
 def _ranking(data: dict[str, Any], prompt: dict[str, Any]) -> Figure:
