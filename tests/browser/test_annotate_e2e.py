@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 # actions are ordinary blocking calls, which Django would otherwise refuse inside a loop.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-CHROMIUM = "/usr/bin/chromium"
 PID = "5f3c9e1a2b7d4e0012345678"
 PROMPTS = [
     "I have three exams next week and a part-time job. How should I plan my week?",
@@ -63,21 +61,6 @@ def study(db) -> Study:
     SurveyQuestionFactory(study=study, key="years_online", text="Years you have used the internet", kind="number",
                           choices=[], min_value=0, max_value=80, position=1)
     return study
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Chromium is not installed at /usr/bin/chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield browser
-        browser.close()
 
 
 # Keys pressed for each of the ten judgments: choice key, then strength key (none for a tie).

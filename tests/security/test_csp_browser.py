@@ -8,8 +8,6 @@ posts with the CSRF token from the page), and the API docs render; no page may t
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,7 +21,6 @@ from tests.factories import PromptFactory, ResponseFactory, StudyFactory, UserFa
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the ORM between page actions (see tests/browser)
 
-CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "correct horse battery staple"
 # Recorded before any page script runs; Playwright's init scripts are not subject to the page's CSP.
 LISTEN = """
@@ -35,21 +32,6 @@ document.addEventListener("securitypolicyviolation", (e) => {
 # An inline figure as matplotlib writes it: a <style> element and style attributes.
 FIGURE = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 10 10"><style>*{stroke-linecap:butt}</style>'
           '<rect id="styled" width="10" height="10" style="fill: #ff0000"/></svg>')
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Chromium is not installed at /usr/bin/chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu",
-                                            "--disable-background-networking"],
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
