@@ -4,14 +4,13 @@ repeats, coverage first, attention checks, completion with the last judgment onl
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 from django.db import connection
 
 from annotation.models import Judgment, Participant, ServedPair
 from annotation.services import _submission_sql, judgment_submit, pair_serve_next
 from elicitation.models import Pair, Study
+from tests.concurrency import race
 from tests.factories import ParticipantFactory, PromptFactory, ResponseFactory, pair_create, study_with_pool
 
 pytestmark = [
@@ -150,28 +149,15 @@ def test_concurrent_submit_and_page_loads_leave_one_outstanding_pair() -> None:
     study = study_with_pool(prompts=4, responses_per_prompt=4)
     participant_id = _participant(study).pk
     first = pair_serve_next(participant=Participant.objects.select_related("study").get(pk=participant_id))
-    barrier = threading.Barrier(6)
-    errors: list[BaseException] = []
 
     def act(n: int) -> None:
-        try:
-            participant = Participant.objects.select_related("study").get(pk=participant_id)
-            barrier.wait()
-            if n % 2:
-                _submit(participant, first)
-            else:
-                pair_serve_next(participant=participant)
-        except BaseException as exc:  # reported below; a thread's exception would be lost
-            errors.append(exc)
-        finally:
-            connection.close()
+        participant = Participant.objects.select_related("study").get(pk=participant_id)
+        if n % 2:
+            _submit(participant, first)
+        else:
+            pair_serve_next(participant=participant)
 
-    threads = [threading.Thread(target=act, args=(n,)) for n in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert race(act, threads=6) == []
     assert Judgment.objects.filter(participant_id=participant_id).count() == 1
     assert ServedPair.objects.filter(participant_id=participant_id, answered_at__isnull=True).count() == 1
     assert Participant.objects.get(pk=participant_id).judgment_count == 1

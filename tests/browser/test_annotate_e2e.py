@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -139,11 +140,8 @@ def test_participant_judges_with_the_keyboard_and_the_export_has_their_answers(
     assert {line["response_a"] for line in lines} == shown
 
 
-def test_judge_page_layout_on_a_phone(live_server, browser, study: Study) -> None:
-    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
-                                  has_touch=True)
-    page = context.new_page()
-    page.goto(f"{live_server.url}/s/{study.slug}/?PROLIFIC_PID=phone-user")
+def _consent_survey_start(page: Any) -> None:
+    """Agree, answer the survey (18-29, 3 years online), start: the judging form is ready for keys."""
     page.get_by_role("button", name="I agree").click()
     page.get_by_label("18-29").check()
     page.get_by_label("Years you have used the internet").fill("3")
@@ -151,6 +149,14 @@ def test_judge_page_layout_on_a_phone(live_server, browser, study: Study) -> Non
     page.get_by_role("button", name="Start").click()
     page.locator("#judge-form").wait_for()
     page.wait_for_load_state("load")  # judge.js is deferred: keys pressed before it runs are lost
+
+
+def test_judge_page_layout_on_a_phone(live_server, browser, study: Study) -> None:
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
+                                  has_touch=True)
+    page = context.new_page()
+    page.goto(f"{live_server.url}/s/{study.slug}/?PROLIFIC_PID=phone-user")
+    _consent_survey_start(page)
     # Tap a response card to choose it, then a strength.
     page.locator('.response[data-choice="b"]').click()
     page.get_by_label("Clearly").check()
@@ -176,13 +182,7 @@ def test_the_link_resumes_on_another_device_only_with_the_same_prolific_session(
     laptop = browser.new_context()
     page = laptop.new_page()
     page.goto(link + "&SESSION_ID=s-1")
-    page.get_by_role("button", name="I agree").click()
-    page.get_by_label("18-29").check()
-    page.get_by_label("Years you have used the internet").fill("3")
-    page.get_by_role("button", name="Continue").click()
-    page.get_by_role("button", name="Start").click()
-    page.locator("#judge-form").wait_for()
-    page.wait_for_load_state("load")  # judge.js is deferred: keys pressed before it runs are lost
+    _consent_survey_start(page)
     page.get_by_text("0 of 10 done").wait_for()
     page.locator('.response[data-choice="a"]').click()
     page.get_by_label("Slightly").check()

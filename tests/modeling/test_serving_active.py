@@ -4,7 +4,6 @@ the posterior moving after each judgment, no repeats, coverage under `mixed`, an
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -17,6 +16,7 @@ from elicitation.models import Pair, Study
 from modeling import serving
 from modeling.core import selection
 from modeling.models import PairScores, StudyModel, TrainingRun
+from tests.concurrency import race
 from tests.factories import ParticipantFactory, PromptFactory, ResponseFactory, StudyFactory, pair_create
 
 pytestmark = pytest.mark.django_db
@@ -165,29 +165,16 @@ def test_racing_submissions_and_page_loads_under_a_model_policy_leave_one_outsta
                    tie_nu=0.5)
     participant_id = _participant(study).pk
     first = pair_serve_next(participant=Participant.objects.select_related("study").get(pk=participant_id))
-    barrier = threading.Barrier(6)
-    errors: list[BaseException] = []
 
     def act(n: int) -> None:
-        try:
-            participant = Participant.objects.select_related("study").get(pk=participant_id)
-            barrier.wait(timeout=30)
-            if n % 2:
-                judgment_submit(participant=participant, served_id=first.id, choice="ab"[n % 4 // 2],
-                                strength=None, rationale="")
-            else:
-                pair_serve_next(participant=participant)
-        except BaseException as exc:  # reported below; a thread's exception would be lost
-            errors.append(exc)
-        finally:
-            connection.close()
+        participant = Participant.objects.select_related("study").get(pk=participant_id)
+        if n % 2:
+            judgment_submit(participant=participant, served_id=first.id, choice="ab"[n % 4 // 2],
+                            strength=None, rationale="")
+        else:
+            pair_serve_next(participant=participant)
 
-    threads = [threading.Thread(target=act, args=(n,)) for n in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert errors == []
+    assert race(act, threads=6) == []
     assert Judgment.objects.filter(participant_id=participant_id).count() == 1
     outstanding = ServedPair.objects.get(participant_id=participant_id, answered_at__isnull=True)
     assert outstanding.policy == "information_gain" and outstanding.pair_id != first.pair_id
